@@ -1,0 +1,39 @@
+"""Launch nvs_node on a robot with a full ROS 2 install.
+
+    ros2 launch nvs_ros nvs.launch.py
+    ros2 launch nvs_ros nvs.launch.py image:=/cam/color/image_raw camera_info:=/cam/color/camera_info
+    ros2 launch nvs_ros nvs.launch.py params_file:=/path/my.yaml use_sim_time:=true   # bag replay
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def generate_launch_description() -> LaunchDescription:
+    default_params = os.path.join(get_package_share_directory("nvs_ros"), "config", "nvs.yaml")
+    arguments = [
+        DeclareLaunchArgument("params_file", default_value=default_params,
+                              description="nvs_node parameters (YAML)"),
+        DeclareLaunchArgument("image", default_value="/camera/image_raw",
+                              description="camera image topic to remap the input to"),
+        DeclareLaunchArgument("camera_info", default_value="/camera/camera_info",
+                              description="camera_info topic to remap the input to"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="use /clock (true when replaying a bag)"),
+    ]
+    node = Node(
+        package="nvs_ros",
+        executable="nvs_node",
+        name="nvs_node",
+        output="screen",
+        parameters=[LaunchConfiguration("params_file"),
+                    {"use_sim_time": LaunchConfiguration("use_sim_time")}],
+        remappings=[("/camera/image_raw", LaunchConfiguration("image")),
+                    ("/camera/camera_info", LaunchConfiguration("camera_info"))],
+    )
+    return LaunchDescription([*arguments, node])

@@ -1,0 +1,140 @@
+"""The `nvs-ros` command.
+
+Examples:
+    nvs-ros demo                                   # bundled scene -> out/demo, prints pose accuracy
+    nvs-ros eval out/demo/colmap --gt bundled      # score any output folder against ground truth
+    nvs-ros eval runs/temple --gt ../shared/data/middlebury_temple_ring
+"""
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.logging import RichHandler
+
+from nvs_ros import __version__
+from nvs_ros.core.camera_estimates import CameraEstimates
+from nvs_ros.core.image_set import ImageSet
+from nvs_ros.io.datasets import load_image_set
+from nvs_ros.io.errors import NvsIOError
+from nvs_ros.io.evaluation import evaluate_output_folder, write_metrics
+from nvs_ros.io.image_folder import write_image_folder
+from nvs_ros.io.metrics_table import metrics_table
+from nvs_ros.io.output_folder import read_poses, write_output_folder
+
+log = logging.getLogger("nvs_ros.cli")
+# Tables must stay readable when piped into a log, where rich would assume 80 columns.
+CONSOLE = Console(width=None if Console().is_terminal else 140)
+
+DATASET_HELP = ("a dataset folder (NeRF-synthetic transforms_*.json, LLFF poses_bounds.npy, "
+                "DTU cameras_sphere.npz, Middlebury *_par.txt), an image folder, or "
+                "bundled[:room|object[:ring|sphere|arc]] for the built-in rendered scene")
+
+
+def ground_truth_estimates(image_set: ImageSet) -> CameraEstimates:
+    """The ground truth written as if an estimator had produced it (a check of the evaluation path)."""
+    n = len(image_set)
+    return CameraEstimates(names=list(image_set.names), c2w_N44=image_set.c2w_N44.copy(),
+                           registered_N=np.ones(n, dtype=bool), K_N33=image_set.K_N33,
+                           sizes_N2=np.tile([image_set.width, image_set.height], (n, 1)))
+
+
+def run_config(args: argparse.Namespace) -> dict:
+    """The command's options, as recorded in run.json."""
+    return {key: value for key, value in vars(args).items() if key != "run"}
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    source = f"bundled:{args.variant}:ring"
+    started = time.perf_counter()
+    with CONSOLE.status(f"rendering the bundled scene ({args.views} views, {args.size} px)"):
+        scene = load_image_set(source, max_side=args.size, views=args.views)
+    render_s = time.perf_counter() - started
+    write_image_folder(out / "scene", scene)
+    log.info("scene: %d views at %dx%d in %.1f s -> %s", len(scene), scene.width, scene.height,
+             render_s, out / "scene")
+
+    rows = []
+    reference_dir = out / "ground_truth"
+    write_output_folder(reference_dir, ground_truth_estimates(scene),
+                        {"estimator": "ground_truth", "dataset": source, "seed": args.seed,
+                         "config": run_config(args), "timings": {"render_s": render_s}})
+    rows.append(("ground truth (self-check)", evaluate_output_folder(reference_dir, scene)))
+
+    CONSOLE.print(metrics_table(rows, title=f"Pose accuracy on {source} ({len(scene)} views, {args.size} px)"))
+    CONSOLE.print(f"products: {out.resolve()}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    out_dir = Path(args.output_dir)
+    estimates = read_poses(out_dir)  # before the dataset: a wrong folder fails at once
+    ground_truth = load_image_set(args.gt, max_side=args.size, views=args.views, split=args.split)
+    metrics = write_metrics(out_dir, estimates, ground_truth)
+    CONSOLE.print(metrics_table([(str(args.output_dir), metrics)]))
+    CONSOLE.print(f"wrote {Path(args.output_dir) / 'metrics.json'}")
+    return 0
+
+
+def configure_logging(level: int) -> None:
+    """Rich log lines in a terminal; plain single lines (one per message) in logs and pipes."""
+    stderr = Console(stderr=True)
+    if stderr.is_terminal:
+        handler: logging.Handler = RichHandler(console=stderr, show_path=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nvs-ros", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"nvs_ros {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="reconstruct the bundled scene and print pose accuracy")
+    demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
+    demo.add_argument("--size", type=int, default=128, help="image side in pixels (default: 128)")
+    demo.add_argument("--views", type=int, default=24, help="number of views on the ring (default: 24)")
+    demo.add_argument("--variant", choices=["room", "object"], default="room",
+                      help="textured room, or an object on a plain background (default: room)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.set_defaults(run=run_demo)
+
+    evaluate = commands.add_parser("eval", help="score an output folder against ground truth",
+                                   description="Compute pose metrics for an output folder "
+                                   "(poses.json) and write metrics.json next to it.")
+    evaluate.add_argument("output_dir", help="an output folder holding poses.json")
+    evaluate.add_argument("--gt", required=True, help=f"ground truth: {DATASET_HELP}")
+    evaluate.add_argument("--size", type=int, default=None,
+                          help="max image side the dataset is loaded at (bundled scenes: render size)")
+    evaluate.add_argument("--views", type=int, default=None,
+                          help="bundled scenes: number of rendered views (default: 24)")
+    evaluate.add_argument("--split", default="train", help="dataset split (NeRF-synthetic; default: train)")
+    evaluate.set_defaults(run=run_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return args.run(args)
+    except NvsIOError as err:
+        log.error("%s", err)
+        return 1
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

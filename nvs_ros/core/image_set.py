@@ -1,0 +1,108 @@
+"""The one type every image source returns: images, intrinsics, optional masks and poses."""
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nvs_ros.core.cameras import fit_size, scale_intrinsics
+
+Capture = Literal["360", "forward", "unknown"]
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A set of views of one scene, all the same size.
+
+    Poses, when present, are ground truth for evaluation only: an estimator receives
+    `without_ground_truth()` and must never read `c2w_N44`.
+    """
+
+    names: list[str]
+    """Image names, unique, in capture order."""
+    images_NHW3: np.ndarray
+    """RGB, uint8."""
+    K_N33: np.ndarray
+    """Pinhole intrinsics per image, float64, OpenCV pixel convention (see core.cameras)."""
+    masks_NHW: np.ndarray | None = None
+    """Foreground masks (bool), when the dataset has them."""
+    c2w_N44: np.ndarray | None = None
+    """Ground-truth camera-to-world, OpenCV camera axes (x right, y down, z forward)."""
+    capture: Capture = "unknown"
+    """How the views were taken: around the scene (360) or facing one way (forward)."""
+    source: str = ""
+    """Where the set came from (path or generator), for run records."""
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        if self.images_NHW3.ndim != 4 or self.images_NHW3.shape[-1] != 3:
+            raise ValueError(f"images must be (N, H, W, 3), got {self.images_NHW3.shape}")
+        if self.images_NHW3.dtype != np.uint8:
+            raise ValueError(f"images must be uint8, got {self.images_NHW3.dtype}")
+        if len(self.images_NHW3) != n or self.K_N33.shape != (n, 3, 3):
+            raise ValueError(
+                f"{n} names, {len(self.images_NHW3)} images, intrinsics {self.K_N33.shape}")
+        if self.masks_NHW is not None and self.masks_NHW.shape != self.images_NHW3.shape[:3]:
+            raise ValueError(f"masks {self.masks_NHW.shape} != images {self.images_NHW3.shape[:3]}")
+        if self.c2w_N44 is not None and self.c2w_N44.shape != (n, 4, 4):
+            raise ValueError(f"poses must be ({n}, 4, 4), got {self.c2w_N44.shape}")
+        if len(set(self.names)) != n:
+            raise ValueError("image names must be unique")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def height(self) -> int:
+        return self.images_NHW3.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.images_NHW3.shape[2]
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return self.c2w_N44 is not None
+
+    def subset(self, indices: list[int] | np.ndarray) -> "ImageSet":
+        """The views at `indices`, in that order."""
+        idx = np.asarray(indices, dtype=int)
+        return replace(
+            self,
+            names=[self.names[i] for i in idx],
+            images_NHW3=self.images_NHW3[idx],
+            K_N33=self.K_N33[idx],
+            masks_NHW=None if self.masks_NHW is None else self.masks_NHW[idx],
+            c2w_N44=None if self.c2w_N44 is None else self.c2w_N44[idx],
+        )
+
+    def evenly_spaced(self, count: int) -> "ImageSet":
+        """`count` views spread evenly over the capture order (all of them if fewer)."""
+        if count >= len(self):
+            return self
+        if count < 1:
+            raise ValueError(f"need at least one view, got {count}")
+        return self.subset(np.linspace(0, len(self) - 1, count).round().astype(int))
+
+    def resized(self, max_side: int) -> "ImageSet":
+        """Images downscaled (area-averaged) so the longer side is <= max_side, intrinsics kept right."""
+        height, width = fit_size(self.height, self.width, max_side)
+        if (height, width) == (self.height, self.width):
+            return self
+        images_N3HW = torch.from_numpy(self.images_NHW3).permute(0, 3, 1, 2).float()
+        resized_N3HW = F.interpolate(images_N3HW, size=(height, width), mode="bilinear",
+                                     antialias=True, align_corners=False)
+        images_NHW3 = resized_N3HW.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        masks_NHW = None
+        if self.masks_NHW is not None:
+            masks_N1HW = torch.from_numpy(self.masks_NHW[:, None].astype(np.float32))
+            masks_NHW = F.interpolate(masks_N1HW, size=(height, width), mode="area")[:, 0].numpy() > 0.5
+        K_N33 = scale_intrinsics(self.K_N33, width / self.width, height / self.height)
+        return replace(self, images_NHW3=np.ascontiguousarray(images_NHW3), K_N33=K_N33,
+                       masks_NHW=masks_NHW)
+
+    def without_ground_truth(self) -> "ImageSet":
+        """The same views with the ground-truth poses removed: what an estimator may see."""
+        return replace(self, c2w_N44=None)

@@ -1,0 +1,1 @@
+"""Datasets, image folders, bags and the output folder format."""

@@ -1,0 +1,102 @@
+"""One entry point for every image source: `load_image_set(source)`.
+
+A source is a folder, whose format is detected from its files, or the bundled synthetic
+scene `bundled[:variant[:path]]`. Every loader picks the views and downscales at load time,
+so asking for 8 views at 200 px of a 100-view 800 px set reads 8 files and keeps them small.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+
+from nvs_ros.core.image_set import ImageSet
+from nvs_ros.io.dtu import is_dtu, load_dtu
+from nvs_ros.io.errors import DatasetError
+from nvs_ros.io.image_files import list_images
+from nvs_ros.io.image_folder import load_image_folder
+from nvs_ros.io.llff import is_llff, load_llff
+from nvs_ros.io.middlebury import find_par_file, load_middlebury
+from nvs_ros.io.nerf_synthetic import is_nerf_synthetic, load_nerf_synthetic
+
+BUNDLED = "bundled"
+BUNDLED_VARIANTS = ("room", "object")
+BUNDLED_PATHS = ("ring", "sphere", "arc")
+BUNDLED_DEFAULT_VIEWS = 24
+BUNDLED_DEFAULT_SIZE = 128
+
+FORMATS: dict[str, str] = {
+    "nerf_synthetic": "transforms_{train,val,test}.json + RGBA PNGs (NeRF Blender scenes)",
+    "llff": "poses_bounds.npy + images_<k>/ or images/ (LLFF forward-facing scenes)",
+    "dtu": "cameras_sphere.npz + image_half/ or image/, mask_half/ (DTU, IDR/NeuS layout)",
+    "middlebury": "<set>_par.txt + PNGs (Middlebury multi-view stereo)",
+    "image_folder": "png/jpg/jpeg files, optional camera.yaml or intrinsics.txt (no ground truth)",
+}
+
+
+def describe_formats() -> str:
+    """The supported sources, one per line, for CLI help and error messages."""
+    lines = [f"  {name}: {what}" for name, what in FORMATS.items()]
+    lines.append(f"  {BUNDLED}[:variant[:path]]: the bundled synthetic scene, variant "
+                 f"{'|'.join(BUNDLED_VARIANTS)}, camera path {'|'.join(BUNDLED_PATHS)}")
+    return "\n".join(lines)
+
+
+def detect_format(folder: str | Path) -> str:
+    """The key in FORMATS of the dataset in `folder`; a DatasetError if there is none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder} is not a folder. Supported sources:\n{describe_formats()}")
+    if is_nerf_synthetic(folder):
+        return "nerf_synthetic"
+    if is_llff(folder):
+        return "llff"
+    if is_dtu(folder):
+        return "dtu"
+    if find_par_file(folder) is not None:
+        return "middlebury"
+    if list_images(folder):
+        return "image_folder"
+    raise DatasetError(f"{folder} holds no dataset and no images. Supported sources:\n"
+                       f"{describe_formats()}")
+
+
+def load_image_set(source: str | Path, max_side: int | None = None, views: int | None = None,
+                   split: str = "train") -> ImageSet:
+    """Load `source` (folder or `bundled[:variant[:path]]`) as an ImageSet.
+
+    max_side: downscale so the longer side is at most this many pixels (None: as stored;
+        for the bundled scene, the render size, default 128).
+    views: keep this many views, evenly spaced over the capture order (None: all; for the
+        bundled scene, the number rendered, default 24).
+    split: "train", "val" or "test" for NeRF synthetic scenes; other formats have one split,
+        "train", and refuse others rather than hand back training views as test views.
+    """
+    if isinstance(source, str) and (source == BUNDLED or source.startswith(BUNDLED + ":")):
+        return _load_bundled(source, max_side, views)
+    folder = Path(source)
+    kind = detect_format(folder)
+    if kind == "nerf_synthetic":
+        return load_nerf_synthetic(folder, split=split, max_side=max_side, views=views)
+    if split != "train":
+        raise DatasetError(f"{folder} ({kind}) has no {split!r} split; only 'train' (all views)")
+    loaders: dict[str, Callable[..., ImageSet]] = {
+        "llff": load_llff, "dtu": load_dtu, "middlebury": load_middlebury,
+        "image_folder": load_image_folder}
+    return loaders[kind](folder, max_side=max_side, views=views)
+
+
+def _load_bundled(source: str, max_side: int | None, views: int | None) -> ImageSet:
+    parts = source.split(":")
+    if len(parts) > 3:
+        raise DatasetError(f"bundled source {source!r}: use bundled[:variant[:path]]")
+    variant = parts[1] if len(parts) > 1 and parts[1] else BUNDLED_VARIANTS[0]
+    path = parts[2] if len(parts) > 2 and parts[2] else BUNDLED_PATHS[0]
+    if variant not in BUNDLED_VARIANTS or path not in BUNDLED_PATHS:
+        raise DatasetError(f"bundled source {source!r}: variant must be one of {BUNDLED_VARIANTS}, "
+                           f"path one of {BUNDLED_PATHS}")
+    if views is not None and views < 1:
+        raise DatasetError(f"need at least one view, got views={views}")
+    # Imported here: rendering pulls in the field code, which plain dataset loading never needs.
+    from nvs_ros.io.bundled_scene import render_bundled_scene
+    return render_bundled_scene(variant=variant, path=path,
+                                num_views=views or BUNDLED_DEFAULT_VIEWS,
+                                size=max_side or BUNDLED_DEFAULT_SIZE)

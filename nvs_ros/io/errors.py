@@ -1,0 +1,13 @@
+"""Errors raised by nvs_ros.io: the CLI reports them as one line and exits with 1."""
+
+
+class NvsIOError(Exception):
+    """Base class for input/output errors."""
+
+
+class DatasetError(NvsIOError):
+    """A dataset or image folder cannot be read or is inconsistent."""
+
+
+class OutputFolderError(NvsIOError):
+    """An output folder is missing files or holds malformed ones."""

@@ -1,0 +1,42 @@
+"""Score any output folder against a dataset's ground truth, matching images by name."""
+
+from pathlib import Path
+
+import numpy as np
+
+from nvs_ros.core.camera_estimates import CameraEstimates
+from nvs_ros.core.image_set import ImageSet
+from nvs_ros.core.metrics import evaluate_poses
+from nvs_ros.io.errors import OutputFolderError
+from nvs_ros.io.output_folder import read_poses, write_json
+
+
+def align_to_ground_truth(estimates: CameraEstimates, ground_truth: ImageSet) -> np.ndarray:
+    """GT camera-to-world (N, 4, 4) in the order of `estimates.names`."""
+    if not ground_truth.has_ground_truth:
+        raise OutputFolderError(f"{ground_truth.source} has no ground-truth poses to evaluate against")
+    index_of = {name: i for i, name in enumerate(ground_truth.names)}
+    unknown = [name for name in estimates.names if name not in index_of]
+    if unknown:
+        raise OutputFolderError(
+            f"{len(unknown)} image(s) of the output are not in {ground_truth.source}, e.g. {unknown[:3]}")
+    return ground_truth.c2w_N44[[index_of[name] for name in estimates.names]]
+
+
+def score_estimates(estimates: CameraEstimates, ground_truth: ImageSet) -> dict:
+    """Pose metrics of `estimates` over the images they cover (unregistered ones count as failures)."""
+    gt_c2w_N44 = align_to_ground_truth(estimates, ground_truth)
+    return evaluate_poses(estimates.c2w_N44, estimates.registered_N, gt_c2w_N44)
+
+
+def write_metrics(out_dir: Path, estimates: CameraEstimates, ground_truth: ImageSet) -> dict:
+    """Score `estimates` (read from `out_dir`) and write `out_dir/metrics.json`; returns the metrics."""
+    metrics = score_estimates(estimates, ground_truth)
+    metrics["ground_truth"] = ground_truth.source
+    write_json(Path(out_dir) / "metrics.json", metrics)
+    return metrics
+
+
+def evaluate_output_folder(out_dir: Path, ground_truth: ImageSet) -> dict:
+    """Score `out_dir/poses.json` and write `out_dir/metrics.json`; returns the metrics."""
+    return write_metrics(out_dir, read_poses(out_dir), ground_truth)

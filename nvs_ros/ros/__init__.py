@@ -1,0 +1,1 @@
+"""rclpy glue: the node, message conversions, QoS profiles, TF broadcasting."""

@@ -1,0 +1,1 @@
+"""Inference backends (torch, onnxruntime, TensorRT) and export to them."""

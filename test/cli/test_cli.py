@@ -1,0 +1,90 @@
+"""The `nvs-ros` command, run as a user runs it: the installed console script."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nvs_ros.io.datasets import load_image_set
+from nvs_ros.io.output_folder import read_poses, write_json
+
+# The console script the set-up installed next to this interpreter.
+NVS_ROS = Path(sys.executable).with_name("nvs-ros")
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    assert NVS_ROS.is_file(), f"{NVS_ROS} is missing: run scripts/setup.sh"
+    return subprocess.run([str(NVS_ROS), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ["demo", "eval"]:
+        assert command in result.stdout
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    result = run_cli("demo", "--out", str(out), "--size", "64", "--views", "8")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_demo_writes_the_scene_and_a_perfect_self_check(demo_out):
+    assert len(list((demo_out / "scene").glob("*.png"))) == 8
+    for name in ["poses.json", "poses_tum.txt", "run.json", "metrics.json"]:
+        assert (demo_out / "ground_truth" / name).is_file(), name
+    metrics = json.loads((demo_out / "ground_truth" / "metrics.json").read_text())
+    assert metrics["registered"] == 8
+    assert metrics["RRA@5"] == 1.0 and metrics["CCA@0.1"] == 1.0
+    assert metrics["ATE"] < 1e-9
+
+
+def test_eval_scores_a_perturbed_folder_against_the_bundled_ground_truth(demo_out, tmp_path):
+    # Roll one camera by 20 degrees about its optical axis: the 7 pairs containing it fail.
+    poses = json.loads((demo_out / "ground_truth" / "poses.json").read_text())
+    angle = np.deg2rad(20.0)
+    roll = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    c2w = np.array(poses["images"][3]["c2w"])
+    c2w[:3, :3] = c2w[:3, :3] @ roll
+    poses["images"][3]["c2w"] = c2w.tolist()
+    write_json(tmp_path / "poses.json", poses)
+
+    result = run_cli("eval", str(tmp_path), "--gt", "bundled", "--size", "64", "--views", "8")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["RRA@15"] == pytest.approx(21 / 28)
+    assert metrics["RRA@5"] == pytest.approx(21 / 28)
+    assert metrics["CCA@0.1"] == 1.0  # centres were not moved
+    assert "RRA@15" in result.stdout
+
+
+def test_eval_of_a_folder_without_poses_fails_with_one_clear_line(tmp_path):
+    result = run_cli("eval", str(tmp_path), "--gt", "bundled")
+    assert result.returncode == 1
+    assert "no poses.json" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_eval_rejects_images_the_ground_truth_does_not_have(demo_out, tmp_path):
+    poses = json.loads((demo_out / "ground_truth" / "poses.json").read_text())
+    poses["images"][0]["name"] = "not_in_the_dataset.png"
+    write_json(tmp_path / "poses.json", poses)
+    result = run_cli("eval", str(tmp_path), "--gt", "bundled", "--size", "64", "--views", "8")
+    assert result.returncode == 1
+    assert "not_in_the_dataset.png" in result.stderr
+
+
+def test_output_folder_round_trips_through_poses_json(demo_out):
+    estimates = read_poses(demo_out / "ground_truth")
+    scene = load_image_set("bundled", max_side=64, views=8)
+    assert estimates.names == scene.names
+    np.testing.assert_allclose(estimates.c2w_N44, scene.c2w_N44, atol=1e-12)
+    np.testing.assert_allclose(estimates.K_N33, scene.K_N33, atol=1e-12)
+    tum = (demo_out / "ground_truth" / "poses_tum.txt").read_text().splitlines()
+    assert len([line for line in tum if not line.startswith("#")]) == 8
