@@ -1,0 +1,65 @@
+"""nvs_node's parameters, declared once, with descriptions and ranges (the only reader)."""
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.node import Node
+
+
+class ParameterError(ValueError):
+    """A parameter has a wrong type or value; the message names it and what is expected."""
+
+
+def _param(default: Any, doc: str, range_: tuple[float, float] | None = None,
+           choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "range": range_, "choices": choices})
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    image_topic: str = _param("/camera/image_raw", "Camera image topic (sensor_msgs/Image); with "
+                              "image_transport 'compressed', <image_topic>/compressed is used")
+    camera_info_topic: str = _param("/camera/camera_info", "sensor_msgs/CameraInfo of the camera")
+    image_transport: str = _param("raw", "How images arrive", choices=("raw", "compressed"))
+    reliable_qos: bool = _param(False, "Subscribe to images reliably (bag replay) instead of "
+                                "best effort (sensor data)")
+    fallback_fx: float = _param(0.0, "Focal length x [px] used while no CameraInfo has arrived; "
+                                "0 disables the fallback", (0.0, 1e6))
+    fallback_fy: float = _param(0.0, "Fallback focal length y [px]", (0.0, 1e6))
+    fallback_cx: float = _param(0.0, "Fallback principal point x [px]", (0.0, 1e6))
+    fallback_cy: float = _param(0.0, "Fallback principal point y [px]", (0.0, 1e6))
+    diagnostics_period_s: float = _param(1.0, "Period of the status on /diagnostics [s]", (0.05, 60.0))
+
+    @property
+    def has_fallback_intrinsics(self) -> bool:
+        return self.fallback_fx > 0 and self.fallback_fy > 0
+
+
+def _descriptor(metadata: dict) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=metadata["doc"], read_only=True)
+    if metadata["range"]:
+        low, high = metadata["range"]
+        descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high)]
+    if metadata["choices"]:
+        descriptor.additional_constraints = f"one of: {', '.join(metadata['choices'])}"
+    return descriptor
+
+
+def declare_node_config(node: Node) -> NodeConfig:
+    """Declare every parameter on `node` and return their values; ParameterError on bad input."""
+    values = {}
+    for spec in fields(NodeConfig):
+        try:
+            value = node.declare_parameter(spec.name, spec.default, _descriptor(spec.metadata)).value
+        except InvalidParameterTypeException as err:
+            raise ParameterError(f"parameter '{spec.name}' must be a {type(spec.default).__name__} "
+                                 f"(default {spec.default!r}): {err}") from err
+        except InvalidParameterValueException as err:
+            raise ParameterError(f"parameter '{spec.name}' is out of range: {err}") from err
+        choices = spec.metadata["choices"]
+        if choices and value not in choices:
+            raise ParameterError(f"parameter '{spec.name}' is {value!r}; expected one of {choices}")
+        values[spec.name] = value
+    return NodeConfig(**values)
