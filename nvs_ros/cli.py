@@ -7,8 +7,10 @@ Examples:
 """
 
 import argparse
+import dataclasses
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from nvs_ros import __version__
+from nvs_ros.baselines.colmap_sfm import ColmapConfig, run_colmap
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.io.datasets import load_image_set
@@ -65,6 +68,16 @@ def run_demo(args: argparse.Namespace) -> int:
                         {"estimator": "ground_truth", "dataset": source, "seed": args.seed,
                          "config": run_config(args), "timings": {"render_s": render_s}})
     rows.append(("ground truth (self-check)", evaluate_output_folder(reference_dir, scene)))
+
+    colmap_dir = out / "colmap"
+    with CONSOLE.status("pycolmap incremental SfM (the classical baseline)"), \
+            tempfile.TemporaryDirectory(prefix="nvs_ros_colmap_") as work:
+        config = ColmapConfig(max_side=args.size, views=args.views, seed=args.seed)
+        result = run_colmap(scene.without_ground_truth(), config, Path(work))
+    write_output_folder(colmap_dir, result.estimates,
+                        {"estimator": "pycolmap", "dataset": source, "seed": args.seed,
+                         "config": dataclasses.asdict(config), "timings": result.timings})
+    rows.append((f"pycolmap SfM ({result.timings['total_s']:.1f} s)", evaluate_output_folder(colmap_dir, scene)))
 
     CONSOLE.print(metrics_table(rows, title=f"Pose accuracy on {source} ({len(scene)} views, {args.size} px)"))
     CONSOLE.print(f"products: {out.resolve()}")

@@ -45,6 +45,15 @@ def test_demo_writes_the_scene_and_a_perfect_self_check(demo_out):
     assert metrics["ATE"] < 1e-9
 
 
+def test_demo_runs_the_pycolmap_baseline_through_the_same_evaluation(demo_out):
+    for name in ["poses.json", "poses_tum.txt", "run.json", "metrics.json"]:
+        assert (demo_out / "colmap" / name).is_file(), name
+    run = json.loads((demo_out / "colmap" / "run.json").read_text())
+    assert run["estimator"] == "pycolmap" and run["timings"]["total_s"] > 0
+    metrics = json.loads((demo_out / "colmap" / "metrics.json").read_text())
+    assert metrics["num_images"] == 8 and 0 <= metrics["registered"] <= 8
+
+
 def test_eval_scores_a_perturbed_folder_against_the_bundled_ground_truth(demo_out, tmp_path):
     # Roll one camera by 20 degrees about its optical axis: the 7 pairs containing it fail.
     poses = json.loads((demo_out / "ground_truth" / "poses.json").read_text())
