@@ -12,6 +12,15 @@ from nvs_ros.core.cameras import fit_size, scale_intrinsics
 Capture = Literal["360", "forward", "unknown"]
 
 
+def evenly_spaced_indices(count_all: int, count: int | None) -> np.ndarray:
+    """Indices of `count` items spread evenly over `count_all` (all of them if None or more)."""
+    if count is None or count >= count_all:
+        return np.arange(count_all)
+    if count < 1:
+        raise ValueError(f"need at least one view, got {count}")
+    return np.linspace(0, count_all - 1, count).round().astype(int)
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """A set of views of one scene, all the same size.
@@ -82,9 +91,7 @@ class ImageSet:
         """`count` views spread evenly over the capture order (all of them if fewer)."""
         if count >= len(self):
             return self
-        if count < 1:
-            raise ValueError(f"need at least one view, got {count}")
-        return self.subset(np.linspace(0, len(self) - 1, count).round().astype(int))
+        return self.subset(evenly_spaced_indices(len(self), count))
 
     def resized(self, max_side: int) -> "ImageSet":
         """Images downscaled (area-averaged) so the longer side is <= max_side, intrinsics kept right."""

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from nvs_ros.core.cameras import fit_size, scale_intrinsics
+from nvs_ros.core.image_set import evenly_spaced_indices as core_evenly_spaced_indices
 from nvs_ros.io.errors import DatasetError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -35,11 +36,10 @@ def evenly_spaced_indices(count_all: int, views: int | None) -> np.ndarray:
 
     Same choice as `ImageSet.evenly_spaced`, so loaders can pick views before reading files.
     """
-    if views is None or views >= count_all:
-        return np.arange(count_all)
-    if views < 1:
-        raise DatasetError(f"need at least one view, got views={views}")
-    return np.linspace(0, count_all - 1, views).round().astype(int)
+    try:
+        return core_evenly_spaced_indices(count_all, views)
+    except ValueError as err:
+        raise DatasetError(str(err)) from err
 
 
 def read_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
