@@ -124,6 +124,8 @@ def run_colmap(image_set: ImageSet, config: ColmapConfig, work_dir: Path) -> Col
         raise ValueError("the estimator must not see ground-truth poses: pass without_ground_truth()")
     start = time.perf_counter()
     pycolmap.set_random_seed(config.seed)
+    # COLMAP logs every registration step; keep its warnings and errors only.
+    pycolmap.logging.minloglevel = int(pycolmap.logging.WARNING)
     image_dir, database = work_dir / "images", work_dir / "database.db"
     image_dir.mkdir(parents=True, exist_ok=True)
     file_names = write_images(image_set, image_dir)
