@@ -1,0 +1,146 @@
+"""Keyframe selection: keep sharp frames that add viewpoint or content, in a bounded buffer.
+
+A frame is accepted when
+- it is sharp: its Laplacian energy is not far below that of recent frames (motion blur and
+  defocus drop it; the threshold is relative, so texture-poor scenes are not all rejected), and
+- it is new: its small normalised thumbnail differs from every keyframe's (1 - NCC above a
+  threshold), or, when poses are known, its camera moved or turned enough from every keyframe;
+  or it comes `max_frames_between` frames after the last keyframe and the camera is not
+  standing still (thumbnail change is content change: slow forward motion barely moves it).
+When the buffer is full, the most redundant keyframe (the one closest to its nearest
+neighbour) is evicted, so the buffer keeps covering the whole trajectory.
+
+The check works on a downscaled gray copy and costs about a millisecond for a 640x480 frame.
+"""
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Hashable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class KeyframeConfig:
+    capacity: int = 64
+    """Keyframes kept at most."""
+    thumbnail_side: int = 16
+    """Longer side of the gray thumbnail compared between frames [px]."""
+    min_novelty: float = 0.3
+    """1 - NCC of thumbnails a frame needs against every keyframe to count as new."""
+    max_frames_between: int = 30
+    """A sharp frame this many frames after the last keyframe is taken unless nothing moved."""
+    still_novelty: float = 0.02
+    """Below this 1 - NCC to the last keyframe the camera counts as standing still."""
+    min_translation: float = 0.1
+    """With poses: camera movement that counts as new, in pose units."""
+    min_rotation_deg: float = 10.0
+    """With poses: camera rotation that counts as new."""
+    min_relative_sharpness: float = 0.5
+    """A frame is blurred when its sharpness is below this fraction of the recent median."""
+    sharpness_window: int = 30
+    """Recent frames the median sharpness is taken over."""
+
+
+@dataclass(frozen=True)
+class KeyframeDecision:
+    accepted: bool
+    reason: str
+    evicted: Hashable | None = None
+
+
+@dataclass
+class _Keyframe:
+    key: Hashable
+    thumbnail: np.ndarray
+    c2w_44: np.ndarray | None
+
+
+def gray_thumbnail(image_HW3: np.ndarray, side: int) -> np.ndarray:
+    """Zero-mean, unit-norm gray thumbnail (area average), longer side ~`side` pixels."""
+    # Average a 4x4 grid of pixels per thumbnail cell rather than every pixel: same
+    # thumbnail up to noise, a fraction of the memory traffic on a 640x480 frame.
+    stride = max(1, max(image_HW3.shape[:2]) // (4 * side))
+    image_HW3 = image_HW3[::stride, ::stride]
+    height, width = image_HW3.shape[:2]
+    block = max(1, max(height, width) // side)
+    rows, cols = height // block, width // block
+    gray = image_HW3[: rows * block, : cols * block].astype(np.float32).mean(axis=2)
+    thumb = gray.reshape(rows, block, cols, block).mean(axis=(1, 3))
+    thumb -= thumb.mean()
+    norm = np.linalg.norm(thumb)
+    return thumb / norm if norm > 0 else thumb
+
+
+def sharpness(image_HW3: np.ndarray, max_side: int = 160) -> float:
+    """Mean squared Laplacian of a gray copy downscaled to ~max_side (higher is sharper)."""
+    height, width = image_HW3.shape[:2]
+    step = max(1, max(height, width) // max_side)
+    gray = image_HW3[::step, ::step].astype(np.float32).mean(axis=2)
+    laplacian = (gray[1:-1, :-2] + gray[1:-1, 2:] + gray[:-2, 1:-1] + gray[2:, 1:-1]
+                 - 4.0 * gray[1:-1, 1:-1])
+    return float(np.mean(laplacian**2)) if laplacian.size else 0.0
+
+
+def _rotation_deg(R_33: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R_33) - 1.0) / 2.0, -1.0, 1.0))))
+
+
+class KeyframeSelector:
+    """Decides, frame by frame, what enters the keyframe buffer (not thread-safe)."""
+
+    def __init__(self, config: KeyframeConfig = KeyframeConfig()):
+        if config.capacity < 2:
+            raise ValueError(f"capacity must be at least 2, got {config.capacity}")
+        self.config = config
+        self._keyframes: list[_Keyframe] = []
+        self._recent_sharpness: deque[float] = deque(maxlen=config.sharpness_window)
+        self._frames_since_keyframe = 0
+
+    @property
+    def keys(self) -> list[Hashable]:
+        return [keyframe.key for keyframe in self._keyframes]
+
+    def __len__(self) -> int:
+        return len(self._keyframes)
+
+    def consider(self, key: Hashable, image_HW3: np.ndarray, c2w_44: np.ndarray | None = None) -> KeyframeDecision:
+        """Accept or reject the frame `key`; `c2w_44` when a pose is already known (odometry)."""
+        self._frames_since_keyframe += 1
+        frame_sharpness = sharpness(image_HW3)
+        self._recent_sharpness.append(frame_sharpness)
+        if frame_sharpness < self.config.min_relative_sharpness * float(np.median(self._recent_sharpness)):
+            return KeyframeDecision(False, "blurred")
+        candidate = _Keyframe(key, gray_thumbnail(image_HW3, self.config.thumbnail_side), c2w_44)
+        if not all(self._is_new(candidate, keyframe) for keyframe in self._keyframes) \
+                and not self._overdue(candidate):
+            return KeyframeDecision(False, "no new viewpoint or content")
+        self._keyframes.append(candidate)
+        self._frames_since_keyframe = 0
+        evicted = self._evict_most_redundant() if len(self._keyframes) > self.config.capacity else None
+        return KeyframeDecision(True, "new keyframe", evicted)
+
+    def _novelty(self, a: _Keyframe, b: _Keyframe) -> float:
+        if a.thumbnail.shape != b.thumbnail.shape:
+            return 1.0
+        return 1.0 - float(np.sum(a.thumbnail * b.thumbnail))
+
+    def _is_new(self, frame: _Keyframe, keyframe: _Keyframe) -> bool:
+        if frame.c2w_44 is not None and keyframe.c2w_44 is not None:
+            moved = np.linalg.norm(frame.c2w_44[:3, 3] - keyframe.c2w_44[:3, 3]) >= self.config.min_translation
+            turned = _rotation_deg(frame.c2w_44[:3, :3].T @ keyframe.c2w_44[:3, :3]) >= self.config.min_rotation_deg
+            return bool(moved or turned)
+        return self._novelty(frame, keyframe) >= self.config.min_novelty
+
+    def _overdue(self, frame: _Keyframe) -> bool:
+        return (self._frames_since_keyframe >= self.config.max_frames_between
+                and self._novelty(frame, self._keyframes[-1]) >= self.config.still_novelty)
+
+    def _evict_most_redundant(self) -> Hashable:
+        # The newest keyframe just proved new: it is never the one evicted.
+        older = self._keyframes[:-1]
+        redundancy = [min(self._novelty(kf, other) for other in self._keyframes if other is not kf)
+                      for kf in older]
+        evicted = older[int(np.argmin(redundancy))]
+        self._keyframes.remove(evicted)
+        return evicted.key
