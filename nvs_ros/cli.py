@@ -4,6 +4,8 @@ Examples:
     nvs-ros demo                                   # bundled scene -> out/demo, prints pose accuracy
     nvs-ros eval out/demo/colmap --gt bundled      # score any output folder against ground truth
     nvs-ros eval runs/temple --gt ../shared/data/middlebury_temple_ring
+    nvs-ros bag-from bundled out/room_bag --size 64 --views 24   # any dataset -> ROS 2 bag
+    nvs-ros play out/room_bag --rate 0.5 --loop                  # publish it with /clock
 """
 
 import argparse
@@ -22,6 +24,7 @@ from nvs_ros import __version__
 from nvs_ros.baselines.colmap_sfm import ColmapConfig, run_colmap
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.image_set import ImageSet
+from nvs_ros.io.bag_writer import STORAGES, write_bag
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.errors import NvsIOError
 from nvs_ros.io.evaluation import evaluate_output_folder, write_metrics
@@ -94,6 +97,24 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bag_from(args: argparse.Namespace) -> int:
+    image_set = load_image_set(args.dataset, max_side=args.size, views=args.views, split=args.split)
+    out = write_bag(image_set, args.out, storage=args.storage, compressed=args.compressed,
+                    rate_hz=args.rate_hz, image_topic=args.image_topic,
+                    camera_info_topic=args.camera_info_topic, frame_id=args.frame_id)
+    CONSOLE.print(f"wrote {len(image_set)} frames ({image_set.width}x{image_set.height}, "
+                  f"{'with' if image_set.has_ground_truth else 'no'} ground truth) -> {out}")
+    return 0
+
+
+def run_play(args: argparse.Namespace) -> int:
+    from nvs_ros.ros.bag_player import play_bag  # needs rclpy: only this command imports it
+    stats = play_bag(args.bag, rate=args.rate, loop=args.loop, clock=not args.no_clock,
+                     topics=args.topics, delay_s=args.delay)
+    CONSOLE.print(f"published {stats.published} in {stats.wall_s:.1f} s ({stats.loops} passes)")
+    return 0
+
+
 def configure_logging(level: int) -> None:
     """Rich log lines in a terminal; plain single lines (one per message) in logs and pipes."""
     stderr = Console(stderr=True)
@@ -133,6 +154,36 @@ def build_parser() -> argparse.ArgumentParser:
                           help="bundled scenes: number of rendered views (default: 24)")
     evaluate.add_argument("--split", default="train", help="dataset split (NeRF-synthetic; default: train)")
     evaluate.set_defaults(run=run_eval)
+
+    bag_from = commands.add_parser("bag-from", help="write a dataset as a ROS 2 bag",
+                                   description="Images (sensor_msgs/Image rgb8, or JPEG "
+                                   "CompressedImage on <topic>/compressed) + CameraInfo per frame, "
+                                   "and ground-truth camera-to-world as tf2_msgs/TFMessage "
+                                   "world -> <frame id> on /ground_truth/tf when the dataset has it.")
+    bag_from.add_argument("dataset", help=DATASET_HELP)
+    bag_from.add_argument("out", help="bag folder to create (must not exist)")
+    bag_from.add_argument("--size", type=int, default=None, help="max image side in pixels")
+    bag_from.add_argument("--views", type=int, default=None, help="number of views, evenly spaced")
+    bag_from.add_argument("--split", default="train", help="dataset split (NeRF-synthetic; default: train)")
+    bag_from.add_argument("--storage", choices=sorted(STORAGES), default="mcap",
+                          help="mcap (.mcap) or sqlite3 (.db3) (default: mcap)")
+    bag_from.add_argument("--compressed", action="store_true", help="JPEG CompressedImage instead of raw rgb8")
+    bag_from.add_argument("--rate-hz", type=float, default=10.0, help="frame rate of the stamps (default: 10)")
+    bag_from.add_argument("--image-topic", default="/camera/image_raw", help="(default: /camera/image_raw)")
+    bag_from.add_argument("--camera-info-topic", default="/camera/camera_info",
+                          help="(default: /camera/camera_info)")
+    bag_from.add_argument("--frame-id", default="camera_optical_frame",
+                          help="header.frame_id, an optical frame (default: camera_optical_frame)")
+    bag_from.set_defaults(run=run_bag_from)
+
+    play = commands.add_parser("play", help="publish a ROS 2 bag with /clock (like ros2 bag play)")
+    play.add_argument("bag", help="bag folder (metadata.yaml) or .mcap / .db3 file")
+    play.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default: 1)")
+    play.add_argument("--loop", action="store_true", help="play again from the start when it ends")
+    play.add_argument("--no-clock", action="store_true", help="do not publish /clock")
+    play.add_argument("--topics", nargs="+", default=None, help="play only these topics")
+    play.add_argument("--delay", type=float, default=0.0, help="seconds to wait before the first message")
+    play.set_defaults(run=run_play)
     return parser
 
 

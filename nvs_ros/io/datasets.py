@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nvs_ros.core.image_set import ImageSet
+from nvs_ros.io.bags import is_bag, read_bag
 from nvs_ros.io.dtu import is_dtu, load_dtu
 from nvs_ros.io.errors import DatasetError
 from nvs_ros.io.image_files import list_images
@@ -29,6 +30,8 @@ FORMATS: dict[str, str] = {
     "dtu": "cameras_sphere.npz + image_half/ or image/, mask_half/ (DTU, IDR/NeuS layout)",
     "middlebury": "<set>_par.txt + PNGs (Middlebury multi-view stereo)",
     "image_folder": "png/jpg/jpeg files, optional camera.yaml or intrinsics.txt (no ground truth)",
+    "ros2_bag": "ROS 2 bag: folder with metadata.yaml, or one .mcap/.db3 file (Image or "
+                "CompressedImage + CameraInfo; ground truth: TFMessage on /ground_truth/tf)",
 }
 
 
@@ -43,6 +46,8 @@ def describe_formats() -> str:
 def detect_format(folder: str | Path) -> str:
     """The key in FORMATS of the dataset in `folder`; a DatasetError if there is none."""
     folder = Path(folder)
+    if is_bag(folder):
+        return "ros2_bag"
     if not folder.is_dir():
         raise DatasetError(f"{folder} is not a folder. Supported sources:\n{describe_formats()}")
     if is_nerf_synthetic(folder):
@@ -78,6 +83,8 @@ def load_image_set(source: str | Path, max_side: int | None = None, views: int |
         return load_nerf_synthetic(folder, split=split, max_side=max_side, views=views)
     if split != "train":
         raise DatasetError(f"{folder} ({kind}) has no {split!r} split; only 'train' (all views)")
+    if kind == "ros2_bag":  # topics auto-detected; the CLI's bag options call read_bag directly
+        return read_bag(folder, max_side=max_side, max_frames=views).image_set
     loaders: dict[str, Callable[..., ImageSet]] = {
         "llff": load_llff, "dtu": load_dtu, "middlebury": load_middlebury,
         "image_folder": load_image_folder}

@@ -11,3 +11,7 @@ class DatasetError(NvsIOError):
 
 class OutputFolderError(NvsIOError):
     """An output folder is missing files or holds malformed ones."""
+
+
+class BagError(NvsIOError):
+    """A ROS 2 bag cannot be read or written, or holds no usable images (the message says why)."""

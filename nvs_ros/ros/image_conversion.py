@@ -1,9 +1,10 @@
-"""sensor_msgs Image / CompressedImage <-> numpy (our cv_bridge: numpy 2 safe, no ROS 1 code).
+"""sensor_msgs Image / CompressedImage <-> numpy for rclpy messages (our cv_bridge).
 
-Raw images honour `step` (padded rows) and `is_bigendian` (multi-byte pixels are swapped to
-the host's order). Returned arrays are fresh, C-contiguous and writable: they never alias the
-message's buffer. The decoders only read `height, width, encoding, is_bigendian, step, data`
-(or `format, data`), so they also accept rosbags' message classes, whose `data` is numpy.
+The pixel decoding lives in `nvs_ros.io.image_decoding` (no ROS imports), shared with the bag
+reader so a frame from a bag and the same frame live decode identically; this module adds
+building rclpy messages. Raw images honour `step` (padded rows) and `is_bigendian`; returned
+arrays are fresh, C-contiguous and writable. The decoders also accept rosbags' message
+classes, whose `data` is numpy.
 
 Supported encodings (sensor_msgs/image_encodings.hpp names):
     rgb8 bgr8 rgba8 bgra8 mono8 mono16 16UC1 32FC1, and the generic 8UC1 (= mono8) and
@@ -11,79 +12,29 @@ Supported encodings (sensor_msgs/image_encodings.hpp names):
 """
 
 import array
-import sys
-from typing import NamedTuple
 
-import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from nvs_ros.io.image_decoding import (
+    HOST_IS_BIGENDIAN,
+    ImageConversionError,
+    compressed_msg_to_rgb8,
+    encode_compressed,
+    image_msg_to_numpy,
+    image_msg_to_rgb8,
+    native_pixels,
+)
 
-class ImageConversionError(ValueError):
-    """An image message that cannot be converted; the message names the encoding or size problem."""
-
-
-class _Layout(NamedTuple):
-    dtype: np.dtype  # one channel, little-endian (byte order is applied per message)
-    channels: int
-
-
-_ENCODINGS: dict[str, _Layout] = {
-    "rgb8": _Layout(np.dtype("u1"), 3),
-    "bgr8": _Layout(np.dtype("u1"), 3),
-    "8UC3": _Layout(np.dtype("u1"), 3),
-    "rgba8": _Layout(np.dtype("u1"), 4),
-    "bgra8": _Layout(np.dtype("u1"), 4),
-    "mono8": _Layout(np.dtype("u1"), 1),
-    "8UC1": _Layout(np.dtype("u1"), 1),
-    "mono16": _Layout(np.dtype("<u2"), 1),
-    "16UC1": _Layout(np.dtype("<u2"), 1),
-    "32FC1": _Layout(np.dtype("<f4"), 1),
-}
-
-# Channel slices that turn each colour encoding into R, G, B (slices, not index lists:
-# fancy indexing is ~10x slower for 640x480).
-_TO_RGB: dict[str, slice] = {
-    "rgb8": slice(None),
-    "bgr8": slice(None, None, -1),
-    "8UC3": slice(None, None, -1),
-    "rgba8": slice(0, 3),
-    "bgra8": slice(2, None, -1),
-}
-_GRAY = ("mono8", "8UC1")
-
-_HOST_IS_BIGENDIAN = sys.byteorder == "big"
-
-# compressed_image_transport's `format`: "<raw encoding>; <codec> compressed <encoded order>".
-_CODECS = {"jpeg": ".jpg", "png": ".png"}
-
-
-def image_msg_to_numpy(msg: Image) -> np.ndarray:
-    """Raw Image -> its native layout: (H, W) for one channel, else (H, W, C); dtype per encoding
-    (uint8, uint16 or float32, host byte order). Channel order is the encoding's (bgr8 stays BGR).
-    """
-    layout = _layout(msg.encoding)
-    pixels = _pixels(msg, layout)
-    return np.array(pixels, dtype=layout.dtype.newbyteorder("="), order="C", copy=True)
-
-
-def image_msg_to_rgb8(msg: Image) -> np.ndarray:
-    """Raw colour or mono8 Image -> (H, W, 3) uint8 RGB for the engine (mono8 -> gray RGB).
-
-    16-bit and float images (mono16, 16UC1, 32FC1: depth or raw sensor values) raise
-    ImageConversionError: they have no defined mapping to colour.
-    """
-    layout = _layout(msg.encoding)
-    if msg.encoding not in _TO_RGB and msg.encoding not in _GRAY:
-        raise ImageConversionError(
-            f"encoding {msg.encoding!r} is not a colour image (16-bit / float depth or raw "
-            f"values); expected one of {sorted([*_TO_RGB, *_GRAY])}"
-        )
-    pixels = _pixels(msg, layout)
-    if msg.encoding in _GRAY:
-        return np.repeat(pixels[:, :, None], 3, axis=2)
-    return np.array(pixels[:, :, _TO_RGB[msg.encoding]], order="C", copy=True)
+__all__ = [
+    "ImageConversionError",
+    "compressed_msg_to_rgb8",
+    "image_msg_to_numpy",
+    "image_msg_to_rgb8",
+    "numpy_to_image_msg",
+    "rgb8_to_compressed_msg",
+]
 
 
 def numpy_to_image_msg(array_HWC: np.ndarray, encoding: str, header: Header | None = None) -> Image:
@@ -91,41 +42,18 @@ def numpy_to_image_msg(array_HWC: np.ndarray, encoding: str, header: Header | No
 
     The dtype must match the encoding exactly (e.g. float32 for 32FC1): nothing is cast silently.
     """
-    layout = _layout(encoding)
-    array_HWC = np.asarray(array_HWC)
-    _check_array(array_HWC, encoding, layout)
-    native_HWC = np.ascontiguousarray(array_HWC, dtype=layout.dtype.newbyteorder("="))
+    native_HWC = native_pixels(array_HWC, encoding)
     msg = Image(
         height=native_HWC.shape[0],
         width=native_HWC.shape[1],
         encoding=encoding,
-        is_bigendian=int(_HOST_IS_BIGENDIAN),
-        step=native_HWC.shape[1] * layout.channels * layout.dtype.itemsize,
+        is_bigendian=int(HOST_IS_BIGENDIAN),
+        step=native_HWC.nbytes // native_HWC.shape[0],
     )
     if header is not None:
         msg.header = header
     msg.data = _byte_array(native_HWC)
     return msg
-
-
-def compressed_msg_to_rgb8(msg: CompressedImage) -> np.ndarray:
-    """CompressedImage (JPEG, PNG, anything cv2.imdecode reads) -> (H, W, 3) uint8 RGB."""
-    if "compresseddepth" in msg.format.lower():
-        raise ImageConversionError(f"format {msg.format!r} is a compressed depth image, not a colour image")
-    encoded = np.frombuffer(msg.data, dtype=np.uint8)
-    if encoded.size == 0:
-        raise ImageConversionError(f"compressed image (format {msg.format!r}) has no data")
-    try:
-        # IGNORE_ORIENTATION: pixels must match the camera's intrinsics, not a JPEG EXIF rotation.
-        bgr_HW3 = cv2.imdecode(encoded, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    except cv2.error as err:
-        raise ImageConversionError(f"cannot decode compressed image (format {msg.format!r}): {err}") from err
-    if bgr_HW3 is None:
-        raise ImageConversionError(
-            f"cannot decode compressed image (format {msg.format!r}, {encoded.size} bytes): "
-            "not a JPEG/PNG image or truncated"
-        )
-    return cv2.cvtColor(bgr_HW3, cv2.COLOR_BGR2RGB)
 
 
 def rgb8_to_compressed_msg(
@@ -136,70 +64,12 @@ def rgb8_to_compressed_msg(
     `format` follows compressed_image_transport ("rgb8; jpeg compressed bgr8"), so
     image_transport republishers and RViz decode it.
     """
-    if fmt not in _CODECS:
-        raise ImageConversionError(f"compressed format must be one of {sorted(_CODECS)}, got {fmt!r}")
-    rgb_HW3 = np.asarray(rgb_HW3)
-    _check_array(rgb_HW3, "rgb8", _ENCODINGS["rgb8"])
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpeg" else []
-    ok, encoded = cv2.imencode(_CODECS[fmt], cv2.cvtColor(rgb_HW3, cv2.COLOR_RGB2BGR), params)
-    if not ok:
-        raise ImageConversionError(f"cv2 could not encode a {rgb_HW3.shape} image as {fmt}")
-    msg = CompressedImage(format=f"rgb8; {fmt} compressed bgr8")
+    format_str, encoded = encode_compressed(rgb_HW3, fmt, jpeg_quality)
+    msg = CompressedImage(format=format_str)
     if header is not None:
         msg.header = header
     msg.data = _byte_array(encoded)
     return msg
-
-
-def _layout(encoding: str) -> _Layout:
-    try:
-        return _ENCODINGS[encoding]
-    except KeyError:
-        raise ImageConversionError(
-            f"unsupported image encoding {encoding!r}; supported: {sorted(_ENCODINGS)}"
-        ) from None
-
-
-def _pixels(msg: Image, layout: _Layout) -> np.ndarray:
-    """A read-only view of the message's pixels, (H, W) or (H, W, C), in the message's byte order."""
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    row_bytes = width * layout.channels * layout.dtype.itemsize
-    name = f"{msg.encoding} image {width}x{height}"
-    if height == 0 or width == 0:
-        raise ImageConversionError(f"{name} is empty (zero width or height)")
-    if step < row_bytes:
-        raise ImageConversionError(f"{name}: step {step} is smaller than one row ({row_bytes} bytes)")
-    try:
-        data = np.frombuffer(msg.data, dtype=np.uint8)
-    except (TypeError, ValueError) as err:
-        raise ImageConversionError(f"{name}: data is not a byte buffer ({type(msg.data).__name__})") from err
-    if data.size < step * height:
-        raise ImageConversionError(
-            f"{name}: data has {data.size} bytes, step {step} x height {height} needs {step * height}"
-        )
-    dtype = layout.dtype
-    if dtype.itemsize > 1:
-        dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
-    # Drop the row padding, then reinterpret each row's bytes as pixels (numpy allows a
-    # dtype view on an array whose last axis is contiguous, so this does not copy).
-    rows = data[: step * height].reshape(height, step)[:, :row_bytes]
-    pixels = rows.view(dtype)
-    return pixels.reshape(height, width) if layout.channels == 1 else pixels.reshape(height, width, -1)
-
-
-def _check_array(array_HWC: np.ndarray, encoding: str, layout: _Layout) -> None:
-    shape = array_HWC.shape
-    if layout.channels == 1 and array_HWC.ndim == 3 and shape[2] == 1:
-        shape = shape[:2]
-    expected = "(H, W)" if layout.channels == 1 else f"(H, W, {layout.channels})"
-    if len(shape) != (2 if layout.channels == 1 else 3) or (layout.channels > 1 and shape[2] != layout.channels):
-        raise ImageConversionError(f"{encoding} needs an array of shape {expected}, got {array_HWC.shape}")
-    if shape[0] == 0 or shape[1] == 0:
-        raise ImageConversionError(f"{encoding} image is empty: shape {array_HWC.shape}")
-    if array_HWC.dtype.kind != layout.dtype.kind or array_HWC.dtype.itemsize != layout.dtype.itemsize:
-        raise ImageConversionError(
-            f"{encoding} needs dtype {layout.dtype.newbyteorder('=').name}, got {array_HWC.dtype}"
-        )
 
 
 def _byte_array(contiguous: np.ndarray) -> array.array:

@@ -9,10 +9,12 @@ engine is connected (see README, "ROS 2").
 """
 
 import sys
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 import rclpy
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -25,6 +27,11 @@ from nvs_ros.ros.qos import IMAGE_QOS, RELIABLE_IMAGE_QOS
 from nvs_ros.ros.transforms import stamp_to_ns
 
 SKIP_LOG_PERIOD_S = 5.0
+FRAMES_WAITING_FOR_CAMERA_INFO = 10
+"""Frames kept while the first CameraInfo is on its way: a driver (or a bag) publishes image
+and CameraInfo together, and either may arrive first."""
+NO_INTRINSICS = ("no CameraInfo received yet and no fallback intrinsics set "
+                 "(parameters fallback_fx/fy/cx/cy)")
 
 
 @dataclass
@@ -49,6 +56,10 @@ class CameraIntrinsics:
         self._info_size: tuple[int, int] | None = None
 
     @property
+    def known(self) -> bool:
+        return self._from_info is not None or self._fallback is not None
+
+    @property
     def source(self) -> str:
         if self._from_info is not None:
             return "camera_info"
@@ -71,8 +82,7 @@ class CameraIntrinsics:
             return self._from_info
         if self._fallback is not None:
             return self._fallback
-        raise ValueError("no CameraInfo received yet and no fallback intrinsics set "
-                         "(parameters fallback_fx/fy/cx/cy)")
+        raise ValueError(NO_INTRINSICS)
 
 
 class NvsNode(Node):
@@ -81,6 +91,7 @@ class NvsNode(Node):
         self.config = declare_node_config(self)
         self.stats = IngestStats()
         self.intrinsics = CameraIntrinsics(self.config)
+        self._waiting: deque[tuple[Time, np.ndarray]] = deque()
         image_qos = RELIABLE_IMAGE_QOS if self.config.reliable_qos else IMAGE_QOS
         if self.config.image_transport == "compressed":
             self.create_subscription(CompressedImage, f"{self.config.image_topic}/compressed",
@@ -100,18 +111,34 @@ class NvsNode(Node):
             self.intrinsics.update(msg)
         except ValueError as err:
             self.get_logger().warning(f"ignoring CameraInfo: {err}", throttle_duration_sec=SKIP_LOG_PERIOD_S)
+            return
+        while self._waiting:
+            self._accept(*self._waiting.popleft())
 
     def _on_image(self, msg: Image | CompressedImage, to_rgb8) -> None:
         self.stats.received += 1
         try:
             rgb_HW3 = to_rgb8(msg)
+        except ImageConversionError as err:
+            self._skip(str(err))
+            return
+        if self.intrinsics.known:
+            self._accept(msg.header.stamp, rgb_HW3)
+            return
+        if len(self._waiting) == FRAMES_WAITING_FOR_CAMERA_INFO:
+            self._waiting.popleft()
+            self._skip(NO_INTRINSICS)
+        self._waiting.append((msg.header.stamp, rgb_HW3))
+
+    def _accept(self, stamp: Time, rgb_HW3: np.ndarray) -> None:
+        try:
             self.intrinsics.for_image(*rgb_HW3.shape[:2])
-        except (ImageConversionError, ValueError) as err:
+        except ValueError as err:
             self._skip(str(err))
             return
         self.stats.accepted += 1
         self.stats.last_size = rgb_HW3.shape[:2]
-        self.stats.last_latency_s = (self.get_clock().now().nanoseconds - stamp_to_ns(msg.header.stamp)) / 1e9
+        self.stats.last_latency_s = (self.get_clock().now().nanoseconds - stamp_to_ns(stamp)) / 1e9
 
     def _skip(self, reason: str) -> None:
         self.stats.skipped += 1
@@ -127,7 +154,7 @@ class NvsNode(Node):
         else:
             level, message = DiagnosticStatus.OK, "receiving frames"
         values = {"frames_received": stats.received, "frames_accepted": stats.accepted,
-                  "frames_skipped": stats.skipped, "last_skip_reason": stats.last_skip_reason,
+                  "frames_skipped": stats.skipped, "frames_waiting_for_camera_info": len(self._waiting), "last_skip_reason": stats.last_skip_reason,
                   "intrinsics": self.intrinsics.source,
                   "image_size": f"{stats.last_size[1]}x{stats.last_size[0]}",
                   "latency_s": f"{stats.last_latency_s:.3f}"}

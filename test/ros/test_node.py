@@ -83,13 +83,18 @@ def test_node_accepts_good_frames_and_skips_bad_input_while_running(rclpy_contex
         camera.wait_for_node()
         rgb_HW3 = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
 
-        camera.images.publish(numpy_to_image_msg(rgb_HW3, "rgb8"))
-        camera.wait_for("frames_skipped", "1")
+        # Frames before the first CameraInfo wait for it (10 at most: older ones are dropped).
+        for count in range(1, 13):  # one at a time: a burst would overrun the depth-5 history
+            camera.images.publish(numpy_to_image_msg(rgb_HW3, "rgb8"))
+            camera.wait_for("frames_received", str(count))
+        camera.wait_for("frames_skipped", "2")
         assert "no CameraInfo" in camera.status["last_skip_reason"]
+        assert camera.status["frames_waiting_for_camera_info"] == "10"
 
         camera.send_camera_info(32, 24)
+        camera.wait_for("frames_accepted", "10")
         camera.images.publish(numpy_to_image_msg(rgb_HW3, "rgb8"))
-        camera.wait_for("frames_accepted", "1")
+        camera.wait_for("frames_accepted", "11")
 
         wrong_encoding = numpy_to_image_msg(rgb_HW3, "rgb8")
         wrong_encoding.encoding = "yuv422_yuy2"
@@ -97,13 +102,13 @@ def test_node_accepts_good_frames_and_skips_bad_input_while_running(rclpy_contex
         truncated.data = truncated.data[:100]
         depth = numpy_to_image_msg(np.ones((24, 32), np.float32), "32FC1")
         other_size = numpy_to_image_msg(rgb_HW3[:12], "rgb8")
-        for bad in [wrong_encoding, Image(encoding="rgb8"), truncated, depth, other_size]:
+        for count, bad in enumerate([wrong_encoding, Image(encoding="rgb8"), truncated, depth, other_size]):
             camera.images.publish(bad)
-        camera.wait_for("frames_skipped", "6")
+            camera.wait_for("frames_skipped", str(3 + count))
         assert "CameraInfo is for 32x24" in camera.status["last_skip_reason"]
 
         camera.images.publish(numpy_to_image_msg(rgb_HW3[:, :, ::-1].copy(), "bgr8"))
-        camera.wait_for("frames_accepted", "2")
+        camera.wait_for("frames_accepted", "12")
         assert proc.poll() is None, "nvs_node exited on bad input"
         assert camera.status["image_size"] == "32x24"
     finally:
