@@ -21,6 +21,14 @@ def evenly_spaced_indices(count_all: int, count: int | None) -> np.ndarray:
     return np.linspace(0, count_all - 1, count).round().astype(int)
 
 
+def resize_images(images_NHW3: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 RGB images resized to (height, width), area-averaged when shrinking."""
+    images_N3HW = torch.from_numpy(np.ascontiguousarray(images_NHW3)).permute(0, 3, 1, 2).float()
+    resized_N3HW = F.interpolate(images_N3HW, size=(height, width), mode="bilinear",
+                                 antialias=True, align_corners=False)
+    return np.ascontiguousarray(resized_N3HW.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy())
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """A set of views of one scene, all the same size.
@@ -98,16 +106,13 @@ class ImageSet:
         height, width = fit_size(self.height, self.width, max_side)
         if (height, width) == (self.height, self.width):
             return self
-        images_N3HW = torch.from_numpy(self.images_NHW3).permute(0, 3, 1, 2).float()
-        resized_N3HW = F.interpolate(images_N3HW, size=(height, width), mode="bilinear",
-                                     antialias=True, align_corners=False)
-        images_NHW3 = resized_N3HW.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        images_NHW3 = resize_images(self.images_NHW3, height, width)
         masks_NHW = None
         if self.masks_NHW is not None:
             masks_N1HW = torch.from_numpy(self.masks_NHW[:, None].astype(np.float32))
             masks_NHW = F.interpolate(masks_N1HW, size=(height, width), mode="area")[:, 0].numpy() > 0.5
         K_N33 = scale_intrinsics(self.K_N33, width / self.width, height / self.height)
-        return replace(self, images_NHW3=np.ascontiguousarray(images_NHW3), K_N33=K_N33,
+        return replace(self, images_NHW3=images_NHW3, K_N33=K_N33,
                        masks_NHW=masks_NHW)
 
     def without_ground_truth(self) -> "ImageSet":

@@ -13,11 +13,15 @@ neighbour) is evicted, so the buffer keeps covering the whole trajectory.
 The check works on a downscaled gray copy and costs about a millisecond for a 640x480 frame.
 """
 
+import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Hashable
 
 import numpy as np
+
+from nvs_ros.core.cameras import fit_size, scale_intrinsics
+from nvs_ros.core.image_set import resize_images
 
 
 @dataclass(frozen=True)
@@ -144,3 +148,52 @@ class KeyframeSelector:
         evicted = older[int(np.argmin(redundancy))]
         self._keyframes.remove(evicted)
         return evicted.key
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    key: Hashable
+    stamp_ns: int
+    image_HW3: np.ndarray
+    """RGB uint8 at the working resolution."""
+    K_33: np.ndarray
+    """Intrinsics at the working resolution."""
+    c2w_44: np.ndarray | None = None
+    """Pose from an external source (odometry), when there is one."""
+
+
+class KeyframeBuffer:
+    """The selected keyframes at the working resolution, bounded by the selector's eviction.
+
+    `offer` runs in the camera callback; `snapshot` may be called from a worker thread.
+    Only accepted frames are downscaled, so rejecting a frame costs just the selector's check.
+    """
+
+    def __init__(self, config: KeyframeConfig = KeyframeConfig(), max_side: int = 128):
+        self.selector = KeyframeSelector(config)
+        self.max_side = max_side
+        self._frames: dict[Hashable, Keyframe] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def offer(self, key: Hashable, stamp_ns: int, image_HW3: np.ndarray, K_33: np.ndarray,
+              c2w_44: np.ndarray | None = None) -> KeyframeDecision:
+        decision = self.selector.consider(key, image_HW3, c2w_44)
+        if not decision.accepted:
+            return decision
+        height, width = image_HW3.shape[:2]
+        small_h, small_w = fit_size(height, width, self.max_side)
+        small_HW3 = resize_images(image_HW3[None], small_h, small_w)[0]
+        small_K_33 = scale_intrinsics(K_33, small_w / width, small_h / height)
+        with self._lock:
+            self._frames[key] = Keyframe(key, stamp_ns, small_HW3, small_K_33, c2w_44)
+            if decision.evicted is not None:
+                del self._frames[decision.evicted]
+        return decision
+
+    def snapshot(self) -> list[Keyframe]:
+        """The keyframes now, oldest first (a copy: safe to use while frames keep arriving)."""
+        with self._lock:
+            return sorted(self._frames.values(), key=lambda keyframe: keyframe.stamp_ns)

@@ -1,14 +1,15 @@
 """nvs_node: the camera front end of nvs_ros.
 
 Today it ingests the camera (raw or compressed images + CameraInfo, or fallback intrinsics),
-converts and validates every frame, skips bad input with a throttled warning, and reports
-ingest health on /diagnostics. Poses, point clouds and rendered views are published once the
+converts and validates every frame, skips bad input with a throttled warning, selects
+keyframes into a bounded buffer, and reports ingest health on /diagnostics. Poses, point clouds and rendered views are published once the
 engine is connected (see README, "ROS 2").
 
     nvs_node --ros-args --params-file config/nvs.yaml -r /camera/image_raw:=/my/image
 """
 
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from nvs_ros.core.cameras import intrinsics_matrix
+from nvs_ros.core.keyframes import KeyframeBuffer, KeyframeConfig
 from nvs_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8
 from nvs_ros.ros.params import NodeConfig, ParameterError, declare_node_config
 from nvs_ros.ros.qos import IMAGE_QOS, RELIABLE_IMAGE_QOS
@@ -42,6 +44,12 @@ class IngestStats:
     last_skip_reason: str = ""
     last_size: tuple[int, int] = (0, 0)
     last_latency_s: float = float("nan")
+    callback_s_total: float = 0.0
+    callback_s_max: float = 0.0
+
+    def record_callback(self, seconds: float) -> None:
+        self.callback_s_total += seconds
+        self.callback_s_max = max(self.callback_s_max, seconds)
 
 
 class CameraIntrinsics:
@@ -92,6 +100,10 @@ class NvsNode(Node):
         self.stats = IngestStats()
         self.intrinsics = CameraIntrinsics(self.config)
         self._waiting: deque[tuple[Time, np.ndarray]] = deque()
+        self.keyframes = KeyframeBuffer(
+            KeyframeConfig(capacity=self.config.keyframe_capacity,
+                           min_novelty=self.config.keyframe_min_novelty),
+            max_side=self.config.working_max_side)
         image_qos = RELIABLE_IMAGE_QOS if self.config.reliable_qos else IMAGE_QOS
         if self.config.image_transport == "compressed":
             self.create_subscription(CompressedImage, f"{self.config.image_topic}/compressed",
@@ -116,6 +128,7 @@ class NvsNode(Node):
             self._accept(*self._waiting.popleft())
 
     def _on_image(self, msg: Image | CompressedImage, to_rgb8) -> None:
+        started = time.perf_counter()
         self.stats.received += 1
         try:
             rgb_HW3 = to_rgb8(msg)
@@ -124,18 +137,20 @@ class NvsNode(Node):
             return
         if self.intrinsics.known:
             self._accept(msg.header.stamp, rgb_HW3)
-            return
-        if len(self._waiting) == FRAMES_WAITING_FOR_CAMERA_INFO:
-            self._waiting.popleft()
-            self._skip(NO_INTRINSICS)
-        self._waiting.append((msg.header.stamp, rgb_HW3))
+        else:
+            if len(self._waiting) == FRAMES_WAITING_FOR_CAMERA_INFO:
+                self._waiting.popleft()
+                self._skip(NO_INTRINSICS)
+            self._waiting.append((msg.header.stamp, rgb_HW3))
+        self.stats.record_callback(time.perf_counter() - started)
 
     def _accept(self, stamp: Time, rgb_HW3: np.ndarray) -> None:
         try:
-            self.intrinsics.for_image(*rgb_HW3.shape[:2])
+            K_33 = self.intrinsics.for_image(*rgb_HW3.shape[:2])
         except ValueError as err:
             self._skip(str(err))
             return
+        self.keyframes.offer(self.stats.accepted, stamp_to_ns(stamp), rgb_HW3, K_33)
         self.stats.accepted += 1
         self.stats.last_size = rgb_HW3.shape[:2]
         self.stats.last_latency_s = (self.get_clock().now().nanoseconds - stamp_to_ns(stamp)) / 1e9
@@ -153,11 +168,15 @@ class NvsNode(Node):
             level, message = DiagnosticStatus.WARN, f"skipped {stats.skipped} frame(s)"
         else:
             level, message = DiagnosticStatus.OK, "receiving frames"
+        timed = max(1, stats.received)
         values = {"frames_received": stats.received, "frames_accepted": stats.accepted,
-                  "frames_skipped": stats.skipped, "frames_waiting_for_camera_info": len(self._waiting), "last_skip_reason": stats.last_skip_reason,
+                  "frames_skipped": stats.skipped, "frames_waiting_for_camera_info": len(self._waiting),
+                  "last_skip_reason": stats.last_skip_reason, "keyframes": len(self.keyframes),
                   "intrinsics": self.intrinsics.source,
                   "image_size": f"{stats.last_size[1]}x{stats.last_size[0]}",
-                  "latency_s": f"{stats.last_latency_s:.3f}"}
+                  "latency_s": f"{stats.last_latency_s:.3f}",
+                  "callback_ms_mean": f"{1e3 * stats.callback_s_total / timed:.3f}",
+                  "callback_ms_max": f"{1e3 * stats.callback_s_max:.3f}"}
         status = DiagnosticStatus(level=level, name=f"{self.get_name()}: camera input", message=message,
                                   hardware_id=self.config.image_topic,
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

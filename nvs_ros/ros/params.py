@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
@@ -30,6 +30,11 @@ class NodeConfig:
     fallback_fy: float = _param(0.0, "Fallback focal length y [px]", (0.0, 1e6))
     fallback_cx: float = _param(0.0, "Fallback principal point x [px]", (0.0, 1e6))
     fallback_cy: float = _param(0.0, "Fallback principal point y [px]", (0.0, 1e6))
+    working_max_side: int = _param(128, "Keyframes are kept with their longer side at most this [px]",
+                                   (16, 4096))
+    keyframe_capacity: int = _param(64, "Keyframes kept at most (the most redundant is evicted)", (2, 10000))
+    keyframe_min_novelty: float = _param(0.3, "Change of a frame's thumbnail (1 - NCC, 0..2) against "
+                                         "every keyframe that makes it a new keyframe", (0.0, 2.0))
     diagnostics_period_s: float = _param(1.0, "Period of the status on /diagnostics [s]", (0.05, 60.0))
 
     @property
@@ -39,9 +44,12 @@ class NodeConfig:
 
 def _descriptor(metadata: dict) -> ParameterDescriptor:
     descriptor = ParameterDescriptor(description=metadata["doc"], read_only=True)
-    if metadata["range"]:
-        low, high = metadata["range"]
-        descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high)]
+    if metadata["range"] and isinstance(low_high := metadata["range"], tuple):
+        low, high = low_high
+        if isinstance(low, int) and isinstance(high, int):
+            descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
+        else:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
     if metadata["choices"]:
         descriptor.additional_constraints = f"one of: {', '.join(metadata['choices'])}"
     return descriptor

@@ -58,6 +58,7 @@ def test_a_played_bag_reaches_nvs_node(room_bag, tmp_path):
         log, _ = node.communicate(timeout=10)
     assert values["frames_accepted"] == "6", (values, log)
     assert values["intrinsics"] == "camera_info" and values["image_size"] == "32x32"
+    assert values["keyframes"] == "6"  # six views 60 degrees apart: each one is new
 
 
 _READ_DIAGNOSTICS = """

@@ -101,3 +101,18 @@ def test_thumbnail_is_normalised_and_the_check_is_fast_at_640x480():
         selector.consider(i + 1, image)
     per_frame_s = (time.perf_counter() - start) / 20
     assert per_frame_s < 0.05  # loose bound; bench/node.py measures the real cost
+
+
+def test_buffer_keeps_accepted_frames_at_working_resolution_with_scaled_intrinsics(ring):
+    from nvs_ros.core.keyframes import KeyframeBuffer
+
+    buffer = KeyframeBuffer(KeyframeConfig(capacity=3, min_novelty=0.0), max_side=48)
+    for i in range(0, 48, 12):
+        decision = buffer.offer(i, 1000 * i, ring.images_NHW3[i], ring.K_N33[i])
+        assert decision.accepted
+    frames = buffer.snapshot()
+    assert len(frames) == 3 and len(buffer) == 3
+    assert [f.stamp_ns for f in frames] == sorted(f.stamp_ns for f in frames)
+    assert all(f.image_HW3.shape == (48, 48, 3) for f in frames)
+    np.testing.assert_allclose(frames[0].K_33[0, 0], ring.K_N33[0, 0, 0] / 2)
+    np.testing.assert_allclose(frames[0].K_33[0, 2], (ring.K_N33[0, 0, 2] + 0.5) / 2 - 0.5)

@@ -111,6 +111,8 @@ def test_node_accepts_good_frames_and_skips_bad_input_while_running(rclpy_contex
         camera.wait_for("frames_accepted", "12")
         assert proc.poll() is None, "nvs_node exited on bad input"
         assert camera.status["image_size"] == "32x24"
+        assert camera.status["keyframes"] == "1"  # the same picture over and over adds nothing
+        assert float(camera.status["callback_ms_max"]) > 0
     finally:
         log = stop_node(proc)
     assert "skipping frame" in log
