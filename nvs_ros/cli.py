@@ -3,6 +3,7 @@
 Examples:
     nvs-ros demo                                   # bundled scene -> out/demo, prints pose accuracy
     nvs-ros eval out/demo/colmap --gt bundled      # score any output folder against ground truth
+    nvs-ros reconstruct ../shared/data/nerf_synthetic_chair --size 64 --out runs/chair
     nvs-ros eval runs/temple --gt ../shared/data/middlebury_temple_ring
     nvs-ros bag-from bundled out/room_bag --size 64 --views 24   # any dataset -> ROS 2 bag
     nvs-ros play out/room_bag --rate 0.5 --loop                  # publish it with /clock
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.logging import RichHandler
 
@@ -97,6 +99,38 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_reconstruct(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nvs_ros.core.trainer import TrainerConfig
+    from nvs_ros.pipeline import run_reconstruction
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    image_set = load_image_set(args.input, max_side=args.size, views=args.views, split=args.split)
+    if args.poses == "gt" and not image_set.has_ground_truth:
+        raise NvsIOError(f"--poses gt needs ground truth, and {args.input} has none")
+    config = TrainerConfig(time_budget_s=args.time_budget, iterations=args.iters, poses=args.poses,
+                           seed=args.seed, device=args.device)
+    log.info("%d views at %dx%d from %s", len(image_set), image_set.width, image_set.height, image_set.source)
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TimeElapsedColumn(), TextColumn("loss {task.fields[loss]:.4f}")]
+    with Progress(*columns, console=CONSOLE) as progress:
+        task = progress.add_task("training", total=1.0, loss=float("nan"))
+
+        def on_step(state) -> None:
+            if state.step % 10 == 0:
+                progress.update(task, completed=state.fraction, description=state.phase, loss=state.loss)
+
+        metrics = run_reconstruction(image_set, Path(args.out), config, on_step,
+                                     {"command": run_config(args)})
+    if metrics is not None:
+        CONSOLE.print(metrics_table([(f"nvs_ros ({args.poses})", metrics)],
+                                    title=f"Pose accuracy on {image_set.source}"))
+    CONSOLE.print(f"products: {Path(args.out).resolve()} (poses.json, cloud.ply, views/, report.html)")
+    return 0
+
+
 def run_bag_from(args: argparse.Namespace) -> int:
     image_set = load_image_set(args.dataset, max_side=args.size, views=args.views, split=args.split)
     out = write_bag(image_set, args.out, storage=args.storage, compressed=args.compressed,
@@ -154,6 +188,25 @@ def build_parser() -> argparse.ArgumentParser:
                           help="bundled scenes: number of rendered views (default: 24)")
     evaluate.add_argument("--split", default="train", help="dataset split (NeRF-synthetic; default: train)")
     evaluate.set_defaults(run=run_eval)
+
+    rec = commands.add_parser("reconstruct", help="estimate cameras and the scene from unposed images",
+                              description="Per-scene training of the pose-distribution encoder and "
+                              "radiance field (360-degree captures around a scene). Ground-truth poses "
+                              "are never read by the estimator; intrinsics are.")
+    rec.add_argument("input", help=DATASET_HELP + ", or a ROS 2 bag")
+    rec.add_argument("--out", required=True, help="output folder")
+    rec.add_argument("--size", type=int, default=128, help="max image side loaded, pixels (default: 128)")
+    rec.add_argument("--views", type=int, default=None, help="number of evenly spaced views (default: all)")
+    rec.add_argument("--split", default="train", help="dataset split (NeRF-synthetic; default: train)")
+    rec.add_argument("--time-budget", type=float, default=900.0,
+                     help="training wall-clock budget, seconds (default: 900)")
+    rec.add_argument("--iters", type=int, default=None, help="training step budget (default: time only)")
+    rec.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="torch device (default: cpu)")
+    rec.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    rec.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    rec.add_argument("--poses", choices=["estimate", "gt"], default="estimate",
+                     help="gt: oracle run with the ground-truth poses, to measure the gap (default: estimate)")
+    rec.set_defaults(run=run_reconstruct)
 
     bag_from = commands.add_parser("bag-from", help="write a dataset as a ROS 2 bag",
                                    description="Images (sensor_msgs/Image rgb8, or JPEG "

@@ -1,0 +1,110 @@
+"""The engine and the pycolmap baseline on the same images: one table, one JSON per set.
+
+    .venv/bin/python bench/reconstruct.py chair                 # one set of record
+    .venv/bin/python bench/reconstruct.py chair object --budget 900
+    .venv/bin/python bench/reconstruct.py --list
+
+Each set runs `nvs_ros.pipeline.run_reconstruction` (the defaults of `nvs-ros reconstruct`)
+and `nvs_ros.baselines.colmap_sfm.run_colmap` on the same loaded images, writes both output
+folders under bench/results/reconstruct/<set>/{nvs_ros,colmap}/ and the row to
+bench/results/reconstruct/<set>.json, and prints the table. Times are wall-clock on this machine.
+"""
+
+import argparse
+import dataclasses
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from nvs_ros.baselines.colmap_sfm import ColmapConfig, run_colmap
+from nvs_ros.core.trainer import TrainerConfig
+from nvs_ros.io.datasets import load_image_set
+from nvs_ros.io.evaluation import score_estimates
+from nvs_ros.io.output_folder import write_json, write_output_folder
+from nvs_ros.pipeline import run_reconstruction
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("NVS_ROS_DATA", ROOT / "../shared/data"))
+RESULTS = ROOT / "bench" / "results" / "reconstruct"
+
+# name: (source, max side, views) -- the issue's sets of record (360-degree captures).
+SETS = {
+    "chair": (DATA / "nerf_synthetic_chair", 64, 100),
+    "object": ("bundled:object", 128, 24),
+    "room": ("bundled", 128, 24),
+    "temple": (DATA / "middlebury_temple_ring", 128, 16),
+}
+COLUMNS = ["registered", "RRA@5", "RRA@15", "CCA@0.1", "ATE", "time_s"]
+
+
+def run_set(name: str, budget_s: float, seed: int) -> list[dict]:
+    source, size, views = SETS[name]
+    image_set = load_image_set(source, max_side=size, views=views)
+    rows = []
+    started = time.perf_counter()
+    metrics = run_reconstruction(image_set, RESULTS / name / "nvs_ros",
+                                 TrainerConfig(time_budget_s=budget_s, seed=seed), run_info={"bench": name})
+    rows.append({"set": name, "method": "nvs_ros", **metrics, "time_s": time.perf_counter() - started})
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench_colmap_") as work:
+        config = ColmapConfig(max_side=size, views=views, seed=seed)
+        result = run_colmap(image_set.without_ground_truth(), config, Path(work))
+    colmap_metrics = score_estimates(result.estimates, image_set)
+    write_output_folder(RESULTS / name / "colmap", result.estimates,
+                        {"estimator": "pycolmap", "config": dataclasses.asdict(config), "seed": seed,
+                         "timings": result.timings, "dataset": image_set.source}, colmap_metrics)
+    rows.append({"set": name, "method": "pycolmap", **colmap_metrics, "time_s": time.perf_counter() - started})
+    for row in rows:
+        row.update({"views": len(image_set), "size": f"{image_set.width}x{image_set.height}",
+                    "budget_s": budget_s, "date": date.today().isoformat(),
+                    "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"})
+    write_json(RESULTS / f"{name}.json", rows)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    table = Table(title="Engine vs pycolmap on the same images")
+    for column in ["set", "views", "size", "method", *COLUMNS]:
+        table.add_column(column, justify="right")
+    for row in rows:
+        cells = []
+        for key in COLUMNS:
+            value = row.get(key)
+            cells.append("-" if value is None else f"{value:.0%}" if key.startswith(("RRA", "CCA"))
+                         else f"{value:.4g}")
+        table.add_row(row["set"], str(row["views"]), row["size"], row["method"], *cells)
+    Console(width=140).print(table)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sets", nargs="*", default=["chair"], help=f"any of {', '.join(SETS)}")
+    parser.add_argument("--budget", type=float, default=900.0, help="engine training budget per set, s")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--list", action="store_true", help="list the sets and exit")
+    args = parser.parse_args()
+    if args.list:
+        for name, (source, size, views) in SETS.items():
+            print(f"{name}: {source}, {views} views, max side {size}")
+        return 0
+    unknown = [s for s in args.sets if s not in SETS]
+    if unknown:
+        parser.error(f"unknown set(s) {unknown}; choose from {list(SETS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = [row for name in args.sets for row in run_set(name, args.budget, args.seed)]
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

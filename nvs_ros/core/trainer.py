@@ -1,0 +1,483 @@
+"""Per-scene optimisation of Generative Lifting on unposed images (360 captures).
+
+Phases (all within one time or iteration budget):
+1. pose learning: encoder + field through the diffusion objective (core.diffusion), coarse
+   (32 px images, 32^3 grid) then fine (64 px, 64^3) from `fine_at` of the phase on, cosine
+   learning-rate decay (without decay the accuracy oscillated, findings note). With `restarts`
+   > 1 the phase runs once per seed and the run with the lowest photometric loss is kept
+   (no ground truth involved).
+2. re-assignment: for every image render its most likely hypothesis turned by j * 45 degrees of
+   azimuth (j = 0..7, so the 180-degree flip is always among them) at low resolution and keep
+   the one with the lowest full-image error (undoes the flips the encoder settles in).
+3. refinement: per-image azimuth/elevation/roll/radius deltas and an se(3) twist, jointly with the
+   field, on the photometric loss (as ACE0's pose refiner).
+`poses="gt"` is the oracle: the field alone is trained with the given poses (moved into the
+same gauge), to measure the gap between estimated and known poses.
+
+Divergence (non-finite loss or a loss above `divergence_factor` x the running median) rolls
+the engine and optimisers back to the last good in-memory snapshot. Checkpoints to disk are
+the caller's job: `result.engine.state_dict()` / `load_state_dict()`.
+"""
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nvs_ros.core.camera_estimates import CameraEstimates
+from nvs_ros.core.cameras import pixel_grid
+from nvs_ros.core.diffusion import DiffusionConfig, GenerativeLifting, t_max_at
+from nvs_ros.core.field import FieldConfig, RadianceField
+from nvs_ros.core.image_set import ImageSet
+from nvs_ros.core.orbit_poses import PoseRefinement, orbit_radius_for_fov
+from nvs_ros.core.pose_encoder import PoseEncoder, PoseEncoderConfig
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Budget, phases and learning rates of one reconstruction."""
+
+    time_budget_s: float | None = 600.0
+    """Wall-clock budget of the training phases (re-assignment and the final evaluation render
+    come on top: seconds at 64 px); None: only `iterations` counts."""
+    iterations: int | None = None
+    """Step budget of all phases (shared as the time is); None: only the time counts."""
+    poses: Literal["estimate", "gt"] = "estimate"
+    """"gt": oracle, train the field with the ground-truth poses (tests and gap measurements)."""
+    coarse_size: int = 32
+    fine_size: int = 64
+    """Longer image side rendered in the coarse / fine stage."""
+    coarse_grid: int = 32
+    fine_grid: int = 64
+    """Field grid resolution in the coarse / fine stage."""
+    fine_at: float = 0.4
+    """Fraction of the pose-learning phase after which the fine stage starts."""
+    batch_images: int = 16
+    lr_encoder: float = 1e-3
+    lr_refine: float = 3e-3
+    """Learning rate of the per-image deltas (radians, log radius) in the refinement phase."""
+    lr_refine_while_encoding: float = 0.0
+    """The same during pose learning (0: hypotheses come from the encoder alone, as measured)."""
+    lr_final_fraction: float = 0.05
+    """Cosine decay ends at this fraction of each learning rate."""
+    refine_fraction: float = 0.2
+    """Share of the budget for re-assignment + refinement (0 disables both)."""
+    reassign_size: int = 32
+    restarts: int = 1
+    """Seeds of the pose-learning phase; the lowest photometric loss wins."""
+    seed: int = 0
+    device: str = "cpu"
+    scene_radius: float | None = None
+    """Radius of the ball that fills the view, world units; None: the field box's half size."""
+    occupancy_every: int = 16
+    """Steps between occupancy-grid updates of the field."""
+    divergence_factor: float = 20.0
+    divergence_margin: float = 0.5
+    """A step diverged when its loss is not finite or above factor x the median of the last 50
+    losses + margin (losses are MSEs of [0, 1] colours plus 0.1 x a cross-entropy)."""
+    snapshot_every: int = 25
+    max_rollbacks: int = 10
+    encoder: PoseEncoderConfig = field(default_factory=PoseEncoderConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    field: FieldConfig = field(default_factory=FieldConfig)
+
+
+@dataclass
+class TrainingProgress:
+    """What the progress callback receives after every step."""
+
+    step: int
+    elapsed_s: float
+    phase: str
+    loss: float
+    fraction: float
+    """Of the whole budget, 0..1."""
+    engine: GenerativeLifting
+
+
+@dataclass
+class ReconstructionResult:
+    """Estimated cameras, the trained engine and how training went."""
+
+    c2w_N44: np.ndarray
+    """Camera-to-world, float64, OpenCV axes, in the field's world frame (the gauge: cameras
+    around the origin at distance `radius`, +Z up)."""
+    confidence_N: np.ndarray
+    """Photometric fit of each image in [0, 1]: (PSNR - 10 dB) / 20 dB, clipped."""
+    probability_N: np.ndarray
+    """Encoder's top probability (NaN for the oracle)."""
+    photometric_error_N: np.ndarray
+    """Full-image MSE at the fine size, colours in [0, 1]."""
+    engine: GenerativeLifting
+    radius: float
+    curves: list[dict]
+    """One dict per step: step, time (s since the start), loss, phase, lr (the field grid's,
+    after the cosine decay; every other rate decays by the same factor)."""
+    seed: int
+    """Seed of the restart that was kept."""
+    restart_losses: list[float]
+    """Per restart: mean full-image MSE from the top hypotheses (the oracle: its training loss)."""
+    rollbacks: int
+
+    def camera_estimates(self, image_set: ImageSet) -> CameraEstimates:
+        n = len(image_set)
+        sizes_N2 = np.tile([image_set.width, image_set.height], (n, 1))
+        return CameraEstimates(names=list(image_set.names), c2w_N44=self.c2w_N44,
+                               registered_N=np.ones(n, dtype=bool), K_N33=image_set.K_N33,
+                               sizes_N2=sizes_N2, confidence_N=self.confidence_N)
+
+
+def reconstruct(image_set: ImageSet, config: TrainerConfig = TrainerConfig(),
+                progress_callback: Callable[[TrainingProgress], None] | None = None) -> ReconstructionResult:
+    """Cameras and a radiance field from the images of a 360 capture (intrinsics given).
+
+    Only `config.poses == "gt"` reads `image_set.c2w_N44`; otherwise pass
+    `image_set.without_ground_truth()`.
+    """
+    if config.poses == "gt" and not image_set.has_ground_truth:
+        raise ValueError("poses='gt' needs an image set with ground-truth poses")
+    if config.time_budget_s is None and config.iterations is None:
+        raise ValueError("give a time budget, an iteration count or both")
+    run = _Run(image_set, config, progress_callback)
+    return run.oracle() if config.poses == "gt" else run.estimate()
+
+
+# ----------------------------------------------------------------------------- budget
+
+class _Budget:
+    """A share of the time and step budget; progress is the larger of the two fractions."""
+
+    def __init__(self, config: TrainerConfig, share: float) -> None:
+        self.seconds = None if config.time_budget_s is None else config.time_budget_s * share
+        self.steps = None if config.iterations is None else max(1, round(config.iterations * share))
+        self.start = time.perf_counter()
+        self.step = 0
+
+    def progress(self) -> float:
+        fractions = [0.0]
+        if self.seconds is not None:
+            fractions.append((time.perf_counter() - self.start) / max(self.seconds, 1e-9))
+        if self.steps is not None:
+            fractions.append(self.step / self.steps)
+        return min(1.0, max(fractions))
+
+
+def _cosine(progress: float, final_fraction: float) -> float:
+    return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+# ----------------------------------------------------------------------------- divergence
+
+class _DivergenceGuard:
+    """Detects a diverged step and restores the last good in-memory snapshot."""
+
+    def __init__(self, config: TrainerConfig) -> None:
+        self.config = config
+        self.history: list[float] = []
+        self.snapshot: dict | None = None
+        self.rollbacks = 0
+
+    def healthy(self, loss: float) -> bool:
+        if not math.isfinite(loss):
+            return False
+        recent = self.history[-50:]
+        # The absolute margin keeps legitimate jumps of a tiny loss (a sharp distribution
+        # switching hypotheses costs up to ~0.1 of classification loss) from counting.
+        if len(recent) < 10:
+            return True
+        return loss <= self.config.divergence_factor * float(np.median(recent)) + self.config.divergence_margin
+
+    def record(self, loss: float, step: int, objects: dict) -> None:
+        self.history.append(loss)
+        if self.snapshot is None or step % self.config.snapshot_every == 0:
+            self.take(objects)
+
+    def take(self, objects: dict) -> None:
+        self.snapshot = {name: copy.deepcopy(obj.state_dict()) for name, obj in objects.items()}
+
+    def roll_back(self, objects: dict, reason: str) -> None:
+        self.rollbacks += 1
+        if self.snapshot is None or self.rollbacks > self.config.max_rollbacks:
+            raise RuntimeError(f"training diverged ({reason}) and could not be rolled back "
+                               f"({self.rollbacks} rollbacks)")
+        _log.warning("training diverged (%s): rolling back to the last good snapshot", reason)
+        for name, obj in objects.items():
+            obj.load_state_dict(copy.deepcopy(self.snapshot[name]))
+
+
+# ----------------------------------------------------------------------------- the run
+
+class _Run:
+    def __init__(self, image_set: ImageSet, config: TrainerConfig,
+                 progress_callback: Callable[[TrainingProgress], None] | None) -> None:
+        self.config = config
+        self.device = torch.device(config.device)
+        self.callback = progress_callback
+        self.start = time.perf_counter()
+        self.curves: list[dict] = []
+        self.step = 0
+        self.rollbacks = 0
+        self.n = len(image_set)
+        self.gt_c2w_N44 = image_set.c2w_N44 if config.poses == "gt" else None
+        self.gt_c2w: Tensor | None = None
+        """The oracle's poses in the gauge, on the device (set by `oracle`)."""
+        self.image_set = image_set.without_ground_truth()
+        self.x0_N3SS = self._encoder_inputs()
+        self.levels: dict[int, tuple[Tensor, Tensor]] = {}
+        coarse = self._level(config.coarse_size)
+        scene_radius = config.scene_radius or float(config.field.box_half_size)
+        _, h, w, _ = coarse[0].shape
+        self.radius = orbit_radius_for_fov(coarse[1][0].cpu(), h, w, scene_radius)
+
+    # ---- data
+
+    def _encoder_inputs(self) -> Tensor:
+        size = self.config.encoder.input_size
+        images = torch.from_numpy(self.image_set.images_NHW3).permute(0, 3, 1, 2).float() / 255.0
+        resized = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear",
+                                                  antialias=True, align_corners=False)
+        return resized.to(self.device)
+
+    def _level(self, max_side: int) -> tuple[Tensor, Tensor]:
+        """(images_NHW3 in [0, 1], K_N33) at a longer side of max_side, cached."""
+        if max_side not in self.levels:
+            small = self.image_set.resized(max_side)
+            images = torch.from_numpy(small.images_NHW3).float().div(255.0).to(self.device)
+            K = torch.from_numpy(small.K_N33).float().to(self.device)
+            self.levels[max_side] = (images, K)
+        return self.levels[max_side]
+
+    # ---- engine and optimisers
+
+    def _new_engine(self, seed: int) -> GenerativeLifting:
+        torch.manual_seed(seed)
+        field_ = RadianceField(replace(self.config.field, resolution=self.config.coarse_grid))
+        refinement = PoseRefinement(self.n, self.config.encoder.orbit, self.radius)
+        engine = GenerativeLifting(PoseEncoder(self.config.encoder), field_, refinement, self.config.diffusion)
+        return engine.to(self.device)
+
+    def _field_optimizer(self, engine: GenerativeLifting) -> torch.optim.Optimizer:
+        groups = engine.field.parameter_groups()
+        if engine.envmap is not None:  # the background belongs to the scene model
+            groups.append({"params": [engine.envmap], "lr": self.config.field.lr})
+        for group in groups:
+            group.setdefault("initial_lr", group["lr"])
+        return torch.optim.Adam(groups)
+
+    def _pose_optimizer(self, engine: GenerativeLifting, refine_lr: float, encoder: bool) -> torch.optim.Optimizer:
+        groups = [{"params": [engine.refinement.delta_N4, engine.refinement.twist_N6], "lr": refine_lr,
+                   "initial_lr": refine_lr}]
+        if encoder:
+            groups.append({"params": list(engine.encoder.parameters()), "lr": self.config.lr_encoder,
+                           "initial_lr": self.config.lr_encoder})
+        return torch.optim.Adam(groups)
+
+    # ---- one optimisation phase
+
+    def _optimise(self, engine: GenerativeLifting, budget: _Budget, phase: str,
+                  loss_fn: Callable[[GenerativeLifting, float, torch.Generator, bool], Tensor],
+                  generator: torch.Generator, pose_optimizer: torch.optim.Optimizer,
+                  fine_at: float | None, total_share: tuple[float, float]) -> float:
+        """Runs steps until the budget is spent; returns the mean loss of the last 10% of steps."""
+        field_optimizer = self._field_optimizer(engine)
+        guard = _DivergenceGuard(self.config)
+        objects = {"engine": engine, "field_opt": field_optimizer, "pose_opt": pose_optimizer}
+        fine = fine_at is None
+        losses: list[float] = []
+        while (progress := budget.progress()) < 1.0:
+            if not fine and progress >= fine_at:
+                fine = True
+                engine.field.upsample(self.config.fine_grid)
+                field_optimizer = self._field_optimizer(engine)
+                objects["field_opt"] = field_optimizer
+                guard.take(objects)
+            scale = _cosine(progress, self.config.lr_final_fraction)
+            for optimizer in (field_optimizer, pose_optimizer):
+                for group in optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * scale
+            # Non-finite parameters (a bad step, corrupted state) would make non-finite rays,
+            # which the renderer cannot index: check them before rendering.
+            finite = all(bool(torch.isfinite(p).all()) for p in engine.parameters())
+            loss = loss_fn(engine, progress, generator, fine) if finite else torch.tensor(math.nan)
+            value = float(loss.detach())
+            if not guard.healthy(value):
+                guard.roll_back(objects, f"loss {value:.3g} at step {self.step}")
+                self.rollbacks += 1
+                budget.step += 1
+                continue
+            field_optimizer.zero_grad(set_to_none=True)
+            pose_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            field_optimizer.step()
+            pose_optimizer.step()
+            budget.step += 1
+            self.step += 1
+            losses.append(value)
+            guard.record(value, budget.step, objects)
+            if budget.step % self.config.occupancy_every == 0:
+                engine.field.update_occupancy()
+            self._report(engine, phase, value, field_optimizer.param_groups[0]["lr"],
+                         total_share[0] + total_share[1] * budget.progress())
+        tail = losses[-max(1, len(losses) // 10):]
+        return float(np.mean(tail)) if tail else math.inf
+
+    def _report(self, engine: GenerativeLifting, phase: str, loss: float, lr: float, fraction: float) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.curves.append({"step": self.step, "time": elapsed, "loss": loss, "phase": phase, "lr": lr})
+        if self.callback is not None:
+            self.callback(TrainingProgress(self.step, elapsed, phase, loss, min(1.0, fraction), engine))
+
+    def _batch(self, generator: torch.Generator) -> Tensor:
+        return torch.randperm(self.n, generator=generator)[: self.config.batch_images].to(self.device)
+
+    # ---- pose estimation
+
+    def estimate(self) -> ReconstructionResult:
+        config = self.config
+        learn_share = 1.0 - config.refine_fraction
+        best: tuple[float, int, GenerativeLifting] | None = None
+        restart_losses = []
+        for r in range(config.restarts):
+            seed = config.seed + r
+            engine = self._new_engine(seed)
+            generator = torch.Generator().manual_seed(seed)
+            share = learn_share / config.restarts
+            self._optimise(engine, _Budget(config, share), f"poses[{r}]", self._diffusion_loss,
+                           generator, self._pose_optimizer(engine, config.lr_refine_while_encoding, True),
+                           config.fine_at, (r * share, share))
+            loss = self._top_hypothesis_error(engine)
+            restart_losses.append(loss)
+            _log.info("restart %d (seed %d): photometric loss %.5f", r, seed, loss)
+            if best is None or loss < best[0]:
+                best = (loss, seed, engine)
+        _, seed, engine = best
+        self.generator = torch.Generator().manual_seed(seed + 1000)
+        probability_N = self._reassign(engine) if config.refine_fraction > 0 else self._top_as_base(engine)
+        if config.refine_fraction > 0:
+            self._optimise(engine, _Budget(config, config.refine_fraction), "refine", self._posed_loss,
+                           self.generator, self._pose_optimizer(engine, config.lr_refine, False), None,
+                           (learn_share, config.refine_fraction))
+        with torch.no_grad():
+            c2w_N44 = engine.refinement.base_c2w(torch.arange(self.n, device=self.device))
+        return self._result(engine, c2w_N44, probability_N, seed, restart_losses)
+
+    @torch.no_grad()
+    def _top_hypothesis_error(self, engine: GenerativeLifting) -> float:
+        """Mean full-image MSE (reassign_size) of every image from its most likely hypothesis:
+        how restarts are compared, without ground truth."""
+        azimuth_N, elevation_N, _ = engine.predict(self.x0_N3SS).top()
+        return float(self._full_image_errors(engine, azimuth_N[:, None], elevation_N[:, None],
+                                             self.config.reassign_size).mean())
+
+    def _diffusion_loss(self, engine: GenerativeLifting, progress: float, generator: torch.Generator,
+                        fine: bool) -> Tensor:
+        images, K = self._level(self.config.fine_size if fine else self.config.coarse_size)
+        index_B = self._batch(generator)
+        t_B = engine.sample_t(len(index_B), t_max_at(self.config.diffusion, progress), self.device, generator)
+        terms = engine.training_loss(self.x0_N3SS[index_B], images[index_B], K[index_B], index_B, t_B, generator)
+        return terms.loss + _field_regulariser(engine)
+
+    def _posed_loss(self, engine: GenerativeLifting, progress: float, generator: torch.Generator,
+                    fine: bool) -> Tensor:
+        images, K = self._level(self.config.fine_size)
+        index_B = self._batch(generator)
+        c2w_B44 = engine.refinement.base_c2w(index_B) if self.gt_c2w is None else self.gt_c2w[index_B]
+        return engine.posed_loss(images[index_B], K[index_B], c2w_B44, generator) + _field_regulariser(engine)
+
+    def _top_as_base(self, engine: GenerativeLifting) -> np.ndarray:
+        hyp = engine.predict(self.x0_N3SS)
+        azimuth_N, elevation_N, probability_N = hyp.top()
+        engine.refinement.set_base(azimuth_N, elevation_N)
+        return probability_N.cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def _reassign(self, engine: GenerativeLifting) -> np.ndarray:
+        """Keep, per image, the best of the top hypothesis turned by j * 45 degrees (j = 0..7)."""
+        hyp = engine.predict(self.x0_N3SS)
+        azimuth_N, elevation_N, probability_N = hyp.top()
+        turns_J = torch.arange(8, device=self.device) * (math.pi / 4)
+        candidates_NJ = azimuth_N[:, None] + turns_J
+        errors_NJ = self._full_image_errors(engine, candidates_NJ, elevation_N[:, None].expand_as(candidates_NJ),
+                                            self.config.reassign_size)
+        best_N = errors_NJ.argmin(dim=1)
+        moved = int((best_N != 0).sum())
+        _log.info("re-assignment moved %d of %d images", moved, self.n)
+        engine.refinement.set_base(candidates_NJ.gather(1, best_N[:, None])[:, 0], elevation_N)
+        return probability_N.cpu().numpy().astype(np.float64)
+
+    def _full_image_errors(self, engine: GenerativeLifting, azimuth_NJ: Tensor, elevation_NJ: Tensor,
+                           size: int) -> Tensor:
+        images, K = self._level(size)
+        _, h, w, _ = images.shape
+        uv_P2 = pixel_grid(h, w, device=self.device)
+        errors = []
+        per_chunk = max(1, 16384 // (h * w * azimuth_NJ.shape[1]))
+        for start in range(0, self.n, per_chunk):
+            index = torch.arange(start, min(self.n, start + per_chunk), device=self.device)
+            c2w = engine.refinement.c2w(azimuth_NJ[index], elevation_NJ[index], index)
+            uv = uv_P2[None].expand(len(index), -1, -1)
+            rgb = engine.render_pixels(K[index], c2w, uv, randomize=False)
+            errors.append(((rgb - images[index].reshape(len(index), 1, -1, 3)) ** 2).mean(dim=(-1, -2)))
+        return torch.cat(errors)
+
+    # ---- oracle
+
+    def oracle(self) -> ReconstructionResult:
+        c2w_N44 = _into_gauge(self.gt_c2w_N44, self.radius)
+        self.gt_c2w = torch.from_numpy(c2w_N44).float().to(self.device)
+        engine = self._new_engine(self.config.seed)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        loss = self._optimise(engine, _Budget(self.config, 1.0), "oracle", self._posed_loss_oracle, generator,
+                              self._pose_optimizer(engine, 0.0, False), self.config.fine_at, (0.0, 1.0))
+        return self._result(engine, self.gt_c2w, np.full(self.n, np.nan), self.config.seed, [loss])
+
+    def _posed_loss_oracle(self, engine: GenerativeLifting, progress: float, generator: torch.Generator,
+                           fine: bool) -> Tensor:
+        images, K = self._level(self.config.fine_size if fine else self.config.coarse_size)
+        index_B = self._batch(generator)
+        return engine.posed_loss(images[index_B], K[index_B], self.gt_c2w[index_B], generator) + \
+            _field_regulariser(engine)
+
+    # ---- result
+
+    @torch.no_grad()
+    def _result(self, engine: GenerativeLifting, c2w_N44: Tensor, probability_N: np.ndarray, seed: int,
+                restart_losses: list[float]) -> ReconstructionResult:
+        images, K = self._level(self.config.fine_size)
+        _, h, w, _ = images.shape
+        errors = []
+        for i in range(self.n):
+            rgb = engine.render_view(K[i], c2w_N44[i], h, w)
+            errors.append(float(((rgb.reshape(h, w, 3) - images[i]) ** 2).mean()))
+        error_N = np.array(errors)
+        psnr_N = -10.0 * np.log10(np.maximum(error_N, 1e-10))
+        return ReconstructionResult(
+            c2w_N44=c2w_N44.double().cpu().numpy(), confidence_N=np.clip((psnr_N - 10.0) / 20.0, 0.0, 1.0),
+            probability_N=probability_N, photometric_error_N=error_N, engine=engine, radius=self.radius,
+            curves=self.curves, seed=seed, restart_losses=restart_losses, rollbacks=self.rollbacks)
+
+
+def _field_regulariser(engine: GenerativeLifting) -> Tensor | float:
+    weight = engine.field.config.tv_weight
+    return weight * engine.field.tv_loss() if weight > 0 else 0.0
+
+
+def _into_gauge(c2w_N44: np.ndarray, radius: float) -> np.ndarray:
+    """Known poses moved and scaled so that the point nearest to all optical axes is the origin
+    and the mean camera distance to it is `radius` (the gauge of the estimated poses)."""
+    centres_N3, axes_N3 = c2w_N44[:, :3, 3], c2w_N44[:, :3, 2]
+    projectors_N33 = np.eye(3) - axes_N3[:, :, None] * axes_N3[:, None, :]
+    target_3 = np.linalg.lstsq(projectors_N33.sum(0), (projectors_N33 @ centres_N3[:, :, None]).sum(0)[:, 0],
+                               rcond=None)[0]
+    scale = radius / np.linalg.norm(centres_N3 - target_3, axis=1).mean()
+    out_N44 = np.array(c2w_N44, dtype=np.float64, copy=True)
+    out_N44[:, :3, 3] = (centres_N3 - target_3) * scale
+    return out_N44

@@ -1,0 +1,111 @@
+"""The per-scene trainer: a short run on a tiny bundled scene must improve the poses, the oracle
+must fit the images, and a diverged step must be rolled back."""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from nvs_ros.core.diffusion import DiffusionConfig
+from nvs_ros.core.field import FieldConfig
+from nvs_ros.core.metrics import evaluate_poses
+from nvs_ros.core.orbit_poses import OrbitConfig
+from nvs_ros.core.pose_encoder import PoseEncoderConfig
+from nvs_ros.core.trainer import TrainerConfig, TrainingProgress, reconstruct
+from nvs_ros.io.datasets import load_image_set
+
+# Tiny but complete: coarse 16 px / 16^3 -> fine 32 px / 24^3; 8 anchors on one ring (the
+# bundled ring is at 25 degrees: poses have 2 degrees of freedom, azimuth and elevation).
+TINY = TrainerConfig(
+    time_budget_s=None, iterations=1500, coarse_size=16, fine_size=32, coarse_grid=16, fine_grid=24,
+    batch_images=8, lr_encoder=2e-3, refine_fraction=0.25, reassign_size=16, occupancy_every=1000,
+    encoder=PoseEncoderConfig(input_size=32, channels=(16, 32, 32, 32), hidden=64, groups=4,
+                              orbit=OrbitConfig(num_azimuths=8, ring_elevations_deg=(25.0,))),
+    diffusion=DiffusionConfig(rays_per_step=2048, samples_per_ray=16),
+    field=FieldConfig(resolution=16),
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """torch's thread pool stalls when the machine's cores are busy (measured: 2 threads ran a
+    step 20x slower than 1 on the shared 2-core CPU); one thread keeps these tests fast."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return load_image_set("bundled:object", max_side=32, views=8)
+
+
+def _metrics(c2w_N44: np.ndarray, scene) -> dict:
+    return evaluate_poses(c2w_N44, np.ones(len(scene), dtype=bool), scene.c2w_N44)
+
+
+def _top_poses(engine, scene) -> np.ndarray:
+    """c2w of each image's most likely hypothesis (clean input)."""
+    images = torch.from_numpy(scene.images_NHW3).permute(0, 3, 1, 2).float() / 255.0
+    size = engine.encoder.config.input_size
+    azimuth, elevation, _ = engine.predict(torch.nn.functional.interpolate(images, size=(size, size))).top()
+    return engine.refinement.c2w(azimuth[:, None], elevation[:, None], torch.arange(len(scene)))[:, 0] \
+        .detach().double().numpy()
+
+
+def test_short_run_reduces_pose_error(scene) -> None:
+    """Measured (seed 0, 1500 steps, ~30 s on the idle 2-core CPU): median relative rotation
+    error ~90 degrees after the first step -> 2-4 degrees, RRA@15 ~0.1 -> 1.0 (noise off and
+    the default curriculum alike). Other seeds need
+    more steps (seeds 2, 3 at 1000 steps stayed near 0.1): the trainer's restarts exist for that."""
+    initial = []
+
+    def first_step(progress: TrainingProgress) -> None:
+        if progress.step == 1:
+            initial.append(_metrics(_top_poses(progress.engine, scene), scene))
+
+    result = reconstruct(scene.without_ground_truth(), TINY, first_step)
+    final = _metrics(result.c2w_N44, scene)
+    assert initial[0]["RRA@15"] <= 0.3 and initial[0]["median_relative_rotation_error_deg"] > 45.0, initial
+    assert final["RRA@15"] >= 0.9, final
+    assert final["median_relative_rotation_error_deg"] < 10.0, final
+    assert result.c2w_N44.shape == (8, 4, 4) and result.c2w_N44.dtype == np.float64
+    assert np.isfinite(result.confidence_N).all() and ((0 <= result.confidence_N) & (result.confidence_N <= 1)).all()
+    phases = {row["phase"] for row in result.curves}
+    assert phases == {"poses[0]", "refine"}
+    assert [row["step"] for row in result.curves] == sorted(row["step"] for row in result.curves)
+
+
+def test_oracle_with_known_poses_fits_the_images(scene) -> None:
+    config = replace(TINY, poses="gt", iterations=150)
+    result = reconstruct(scene, config)
+    psnr_N = -10 * np.log10(result.photometric_error_N)
+    assert psnr_N.mean() > 20.0
+    assert _metrics(result.c2w_N44, scene)["RRA@5"] == 1.0
+
+
+def test_estimator_refuses_the_oracle_without_ground_truth(scene) -> None:
+    with pytest.raises(ValueError, match="ground-truth"):
+        reconstruct(scene.without_ground_truth(), TrainerConfig(poses="gt", iterations=1))
+
+
+def test_diverged_step_is_rolled_back(scene) -> None:
+    corrupted = []
+
+    def corrupt(progress: TrainingProgress) -> None:
+        if progress.step == 30 and not corrupted:
+            with torch.no_grad():
+                next(progress.engine.encoder.parameters()).fill_(math.nan)
+            corrupted.append(progress.step)
+
+    config = replace(TINY, iterations=60, refine_fraction=0.0)
+    result = reconstruct(scene.without_ground_truth(), config, corrupt)
+    assert corrupted == [30]
+    assert result.rollbacks == 1
+    assert all(torch.isfinite(p).all() for p in result.engine.parameters())
+    assert np.isfinite(result.c2w_N44).all()
+    assert len(result.curves) > 35  # training went on after the rollback
+    assert all(math.isfinite(row["loss"]) for row in result.curves)
