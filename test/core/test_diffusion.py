@@ -16,16 +16,6 @@ SMALL_ENCODER = PoseEncoderConfig(input_size=32, channels=(8, 16, 16, 16), hidde
 SIZE = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """torch's thread pool stalls when the machine's cores are busy (measured: 2 threads ran a
-    step 20x slower than 1 on the shared 2-core CPU); one thread keeps these tests fast."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _engine(noise: str = "none", rays: int = 2048) -> GenerativeLifting:
     torch.manual_seed(0)
     field = RadianceField(FieldConfig(resolution=16, initial_opacity=0.3))

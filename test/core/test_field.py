@@ -138,17 +138,8 @@ def test_onnx_export_matches_torch(tmp_path):
     assert (expected_density_P == 0).any() and (expected_density_P > 0).any()  # both sides of the box
 
 
-@pytest.fixture
-def one_thread():
-    """Two torch threads on this 2-core machine stall (~10x slower) when another process is
-    busy; one thread is as fast alone and immune."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
-
-def test_fit_field_with_known_poses_learns_a_tiny_scene(one_thread):
+def test_fit_field_with_known_poses_learns_a_tiny_scene():
     from nvs_ros.core.field_fitting import FitConfig, fit_field, render_views
     from nvs_ros.core.metrics import psnr
     from nvs_ros.io.datasets import load_image_set

@@ -28,16 +28,6 @@ TINY = TrainerConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """torch's thread pool stalls when the machine's cores are busy (measured: 2 threads ran a
-    step 20x slower than 1 on the shared 2-core CPU); one thread keeps these tests fast."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def scene():
     return load_image_set("bundled:object", max_side=32, views=8)
