@@ -17,7 +17,6 @@ Exit codes: 0 done (even if nothing registered: that is a result), 1 the dataset
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -26,13 +25,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pycolmap
 
-from nvs_ros.baselines.colmap_sfm import ColmapConfig, ColmapResult, run_colmap, shared_intrinsics
+from nvs_ros.baselines.colmap_sfm import ColmapConfig, ColmapResult, run_colmap
 from nvs_ros.core.image_set import ImageSet
-from nvs_ros.core.metrics import evaluate_poses
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.errors import DatasetError
+from nvs_ros.io.evaluation import score_estimates
 from nvs_ros.io.output_folder import write_json, write_output_folder
 
 log = logging.getLogger("bench.colmap_baseline")
@@ -111,18 +109,8 @@ def main(argv: list[str] | None = None) -> int:
              image_set.source)
     with tempfile.TemporaryDirectory(prefix="colmap_baseline_") as work:
         result = run_colmap(image_set.without_ground_truth(), config, Path(work))
-    metrics = None
-    if image_set.has_ground_truth:
-        estimates = result.estimates
-        metrics = evaluate_poses(estimates.c2w_N44, estimates.registered_N, image_set.c2w_N44)
-    _, K_spread_px = shared_intrinsics(image_set.K_N33)
-    run_info = {"estimator": "pycolmap", "pycolmap_version": pycolmap.__version__,
-                "config": dataclasses.asdict(config), "seed": config.seed,
-                "timings": result.timings, "dataset": args.dataset, "source": image_set.source,
-                "num_views": len(image_set), "image_size": [image_set.width, image_set.height],
-                "num_models": result.num_models, "num_points3D": result.num_points3D,
-                "input_intrinsics_spread_px": K_spread_px}
-    write_output_folder(args.out, result.estimates, run_info, metrics)
+    metrics = score_estimates(result.estimates, image_set) if image_set.has_ground_truth else None
+    write_output_folder(args.out, result.estimates, {**result.run_info, "dataset": args.dataset}, metrics)
     row = summary_row(args.dataset, config, image_set, result, metrics, Path(args.out))
     if args.summary is not None:
         update_summary(args.summary, row)

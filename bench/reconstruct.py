@@ -11,7 +11,6 @@ bench/results/reconstruct/<set>.json, and prints the table. Times are wall-clock
 """
 
 import argparse
-import dataclasses
 import os
 import platform
 import sys
@@ -58,9 +57,8 @@ def run_set(name: str, budget_s: float, seed: int) -> list[dict]:
         config = ColmapConfig(max_side=size, views=views, seed=seed)
         result = run_colmap(image_set.without_ground_truth(), config, Path(work))
     colmap_metrics = score_estimates(result.estimates, image_set)
-    write_output_folder(RESULTS / name / "colmap", result.estimates,
-                        {"estimator": "pycolmap", "config": dataclasses.asdict(config), "seed": seed,
-                         "timings": result.timings, "dataset": image_set.source}, colmap_metrics)
+    write_output_folder(RESULTS / name / "colmap", result.estimates, {**result.run_info, "bench": name},
+                        colmap_metrics)
     rows.append({"set": name, "method": "pycolmap", **colmap_metrics, "time_s": time.perf_counter() - started})
     for row in rows:
         row.update({"views": len(image_set), "size": f"{image_set.width}x{image_set.height}",

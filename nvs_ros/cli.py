@@ -10,7 +10,6 @@ Examples:
 """
 
 import argparse
-import dataclasses
 import logging
 import sys
 import tempfile
@@ -79,9 +78,7 @@ def run_demo(args: argparse.Namespace) -> int:
             tempfile.TemporaryDirectory(prefix="nvs_ros_colmap_") as work:
         config = ColmapConfig(max_side=args.size, views=args.views, seed=args.seed)
         result = run_colmap(scene.without_ground_truth(), config, Path(work))
-    write_output_folder(colmap_dir, result.estimates,
-                        {"estimator": "pycolmap", "dataset": source, "seed": args.seed,
-                         "config": dataclasses.asdict(config), "timings": result.timings})
+    write_output_folder(colmap_dir, result.estimates, {**result.run_info, "dataset": source})
     rows.append((f"pycolmap SfM ({result.timings['total_s']:.1f} s)", evaluate_output_folder(colmap_dir, scene)))
 
     CONSOLE.print(metrics_table(rows, title=f"Pose accuracy on {source} ({len(scene)} views, {args.size} px)"))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from nvs_ros.core.camera_estimates import CameraEstimates
-from nvs_ros.core.image_set import ImageSet
+from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices
 from nvs_ros.core.metrics import psnr, ransac_sim3
 from nvs_ros.core.products import point_cloud
 from nvs_ros.core.trainer import ReconstructionResult, TrainerConfig, TrainingProgress, reconstruct
@@ -64,18 +64,18 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     return metrics
 
 
-def _working_views(estimates: CameraEstimates, image_set: ImageSet, max_side: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+def _working_views(estimates: CameraEstimates, image_set: ImageSet, max_side: int
+                   ) -> tuple[ImageSet, torch.Tensor, torch.Tensor]:
+    """The set at `max_side` with its intrinsics and the estimated poses as float tensors."""
     small = image_set.resized(max_side)
-    K_N33 = torch.from_numpy(small.K_N33).float()
-    c2w_N44 = torch.from_numpy(estimates.c2w_N44).float()
-    return K_N33, c2w_N44, small.height, small.width
+    return small, torch.from_numpy(small.K_N33).float(), torch.from_numpy(estimates.c2w_N44).float()
 
 
 def write_cloud(path: Path, result: ReconstructionResult, estimates: CameraEstimates, image_set: ImageSet) -> int:
     """cloud.ply from the estimated cameras (at most 32 of them, evenly spread); returns the point count."""
-    K_N33, c2w_N44, height, width = _working_views(estimates, image_set, 64)
-    pick = np.unique(np.linspace(0, len(image_set) - 1, min(32, len(image_set))).round().astype(int))
-    cloud = point_cloud(result.engine.field, K_N33[pick], c2w_N44[pick], height, width)
+    small, K_N33, c2w_N44 = _working_views(estimates, image_set, 64)
+    pick = evenly_spaced_indices(len(image_set), 32)
+    cloud = point_cloud(result.engine.field, K_N33[pick], c2w_N44[pick], small.height, small.width)
     write_point_cloud_ply(path, cloud.points_P3.cpu().numpy(), cloud.colors_P3.cpu().numpy())
     _log.info("cloud.ply: %d points", len(cloud))
     return len(cloud)
@@ -84,12 +84,11 @@ def write_cloud(path: Path, result: ReconstructionResult, estimates: CameraEstim
 def write_views(folder: Path, result: ReconstructionResult, estimates: CameraEstimates,
                 image_set: ImageSet) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
     """Real and rendered training views (evenly spread), as PNGs; returns them with their PSNR."""
-    K_N33, c2w_N44, height, width = _working_views(estimates, image_set, 128)
-    small = image_set.resized(128)
+    small, K_N33, c2w_N44 = _working_views(estimates, image_set, 128)
     folder.mkdir(parents=True, exist_ok=True)
     pairs = []
-    for i in np.unique(np.linspace(0, len(image_set) - 1, min(REPORT_VIEWS, len(image_set))).round().astype(int)):
-        rendered = result.engine.render_view(K_N33[i], c2w_N44[i], height, width)
+    for i in evenly_spaced_indices(len(image_set), REPORT_VIEWS):
+        rendered = result.engine.render_view(K_N33[i], c2w_N44[i], small.height, small.width)
         rendered_HW3 = (rendered.clamp(0, 1) * 255).round().byte().cpu().numpy()
         real_HW3 = small.images_NHW3[i]
         stem = Path(image_set.names[i]).stem

@@ -10,6 +10,7 @@ are reported unregistered (NaN pose). The estimator refuses image sets that carr
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,8 @@ class ColmapResult:
     """Reconstructions COLMAP produced; the largest is kept."""
     num_points3D: int
     """3D points in the kept reconstruction."""
+    run_info: dict
+    """What run.json records of this run: options, versions, sizes, timings, model counts."""
 
 
 def shared_intrinsics(K_N33: np.ndarray) -> tuple[np.ndarray, float]:
@@ -129,7 +132,7 @@ def run_colmap(image_set: ImageSet, config: ColmapConfig, work_dir: Path) -> Col
     image_dir, database = work_dir / "images", work_dir / "database.db"
     image_dir.mkdir(parents=True, exist_ok=True)
     file_names = write_images(image_set, image_dir)
-    K_33, _ = shared_intrinsics(image_set.K_N33)
+    K_33, K_spread_px = shared_intrinsics(image_set.K_N33)
     device = pycolmap.Device.__members__[config.device]
 
     reader = pycolmap.ImageReaderOptions()
@@ -158,8 +161,13 @@ def run_colmap(image_set: ImageSet, config: ColmapConfig, work_dir: Path) -> Col
     estimates = _estimates_from(largest, image_set, file_names, K_33)
     timings = {"features_s": t1 - t0, "matching_s": t2 - t1, "mapping_s": t3 - t2,
                "total_s": time.perf_counter() - start}
-    return ColmapResult(estimates, timings, num_models=len(models),
-                        num_points3D=0 if largest is None else largest.num_points3D())
+    num_points3D = 0 if largest is None else largest.num_points3D()
+    run_info = {"estimator": "pycolmap", "pycolmap_version": pycolmap.__version__,
+                "config": dataclasses.asdict(config), "seed": config.seed, "timings": timings,
+                "source": image_set.source, "num_views": len(image_set),
+                "image_size": [image_set.width, image_set.height], "num_models": len(models),
+                "num_points3D": num_points3D, "input_intrinsics_spread_px": K_spread_px}
+    return ColmapResult(estimates, timings, len(models), num_points3D, run_info)
 
 
 def _estimates_from(reconstruction: pycolmap.Reconstruction | None, image_set: ImageSet,

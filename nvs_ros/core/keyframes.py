@@ -185,8 +185,11 @@ class KeyframeBuffer:
             return decision
         height, width = image_HW3.shape[:2]
         small_h, small_w = fit_size(height, width, self.max_side)
-        small_HW3 = resize_images(image_HW3[None], small_h, small_w)[0]
-        small_K_33 = scale_intrinsics(K_33, small_w / width, small_h / height)
+        if (small_h, small_w) == (height, width):  # the node hands over frames at working size
+            small_HW3, small_K_33 = image_HW3, np.asarray(K_33, dtype=np.float64)
+        else:
+            small_HW3 = resize_images(image_HW3[None], small_h, small_w)[0]
+            small_K_33 = scale_intrinsics(K_33, small_w / width, small_h / height)
         with self._lock:
             self._frames[key] = Keyframe(key, stamp_ns, small_HW3, small_K_33, c2w_44)
             if decision.evicted is not None:

@@ -51,13 +51,8 @@ TF_STATIC_QOS = QoSProfile(
 """`/tf_static` publisher, as tf2_ros.StaticTransformBroadcaster: each message carries
 the full set of static frames, so depth 1 is enough for late joiners."""
 
-TF_LISTENER_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=100,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.VOLATILE,
-)
-"""`/tf` subscription, as tf2_ros.TransformListener."""
+TF_LISTENER_QOS = TF_QOS
+"""`/tf` subscription, as tf2_ros.TransformListener: the same profile as its publisher."""
 
 TF_STATIC_LISTENER_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
