@@ -15,3 +15,7 @@ class OutputFolderError(NvsIOError):
 
 class BagError(NvsIOError):
     """A ROS 2 bag cannot be read or written, or holds no usable images (the message says why)."""
+
+
+class SceneCheckpointError(NvsIOError):
+    """A saved scene is missing, unreadable or from an incompatible version."""

@@ -1,0 +1,125 @@
+"""A trained scene: the engine with its cameras, what registers new frames and renders views
+after training, and what a checkpoint holds (weights, poses, intrinsics, config).
+
+`state_dict()` holds tensors and plain Python values only, so `torch.load(weights_only=True)`
+reads it back; `Scene.from_state_dict` rebuilds the engine from the stored config (the field
+takes the stored grid's resolution, whatever coarse-to-fine stage it was saved at).
+"""
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nvs_ros.core.diffusion import GenerativeLifting
+from nvs_ros.core.field import RadianceField
+from nvs_ros.core.orbit_poses import PoseRefinement
+from nvs_ros.core.pose_encoder import PoseEncoder
+from nvs_ros.core.refine import RefineConfig, Registration, register_frames, resize_views, view_residuals
+from nvs_ros.core.rendering import RenderOutput
+from nvs_ros.core.trainer import TrainerConfig
+
+STATE_VERSION = 1
+
+
+def build_engine(config: TrainerConfig, num_images: int, radius: float) -> GenerativeLifting:
+    """A fresh engine (coarse field, random encoder, zero refinements) for `config`."""
+    field = RadianceField(dataclasses.replace(config.field, resolution=config.coarse_grid))
+    refinement = PoseRefinement(num_images, config.encoder.orbit, radius)
+    return GenerativeLifting(PoseEncoder(config.encoder), field, refinement, config.diffusion)
+
+
+@dataclass
+class Scene:
+    """Engine + the cameras it was trained with (OpenCV camera-to-world, the engine's gauge)."""
+
+    engine: GenerativeLifting
+    config: TrainerConfig
+    """What the engine was built and trained with."""
+    names: list[str]
+    c2w_N44: np.ndarray
+    K_N33: np.ndarray
+    """Intrinsics at `image_size`."""
+    image_size: tuple[int, int]
+    """(width, height) of the training images."""
+    reference_psnr: float
+    """Median PSNR of the training views rendered from their poses at the registration size:
+    what a frame that belongs to the scene reaches."""
+    refine: RefineConfig = dataclasses.field(default_factory=RefineConfig)
+
+    @classmethod
+    def from_training(cls, engine: GenerativeLifting, config: TrainerConfig, names: list[str], images_NHW3: np.ndarray,
+                      K_N33: np.ndarray, c2w_N44: np.ndarray, refine: RefineConfig = RefineConfig()) -> "Scene":
+        """The scene of a finished training run (images uint8 RGB, all the same size)."""
+        h, w = images_NHW3.shape[1:3]
+        device = engine.field.grid.device
+        images, K = _as_views(images_NHW3, K_N33, refine.size, device)
+        residual_N = view_residuals(engine, images, K, torch.as_tensor(c2w_N44, dtype=torch.float32, device=device))
+        reference = float(torch.median(-10.0 * torch.log10(residual_N.clamp_min(1e-10))))
+        return cls(engine=engine, config=config, names=list(names), c2w_N44=np.asarray(c2w_N44, dtype=np.float64),
+                   K_N33=np.asarray(K_N33, dtype=np.float64), image_size=(w, h), reference_psnr=reference,
+                   refine=refine)
+
+    def register(self, images_NHW3: np.ndarray, K_N33: np.ndarray, seed: int = 0) -> Registration:
+        """Poses of new frames (uint8 RGB, one size; intrinsics at that size) with confidences."""
+        device = self.engine.field.grid.device
+        images = torch.from_numpy(np.ascontiguousarray(images_NHW3)).float().div(255.0).to(device)
+        K = torch.as_tensor(K_N33, dtype=torch.float32, device=device)
+        generator = torch.Generator().manual_seed(seed)
+        return register_frames(self.engine, images, K, self.reference_psnr, self.refine, generator)
+
+    def render(self, K_33: np.ndarray, c2w_44: np.ndarray, width: int, height: int) -> RenderOutput:
+        """Colour, depth and opacity seen from any pose (intrinsics at width x height)."""
+        device = self.engine.field.grid.device
+        return self.engine.render_full(torch.as_tensor(K_33, dtype=torch.float32, device=device),
+                                       torch.as_tensor(c2w_44, dtype=torch.float32, device=device), height, width)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        return {"version": STATE_VERSION, "engine": {k: v.cpu() for k, v in self.engine.state_dict().items()},
+                "config": dataclasses.asdict(self.config), "refine": dataclasses.asdict(self.refine),
+                "radius": self.engine.refinement.radius, "names": list(self.names),
+                "c2w_N44": torch.from_numpy(self.c2w_N44), "K_N33": torch.from_numpy(self.K_N33),
+                "image_size": list(self.image_size), "reference_psnr": self.reference_psnr}
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: str = "cpu") -> "Scene":
+        """Rebuild a saved scene on `device`."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"scene state version {state.get('version')!r}, expected {STATE_VERSION}")
+        config = dataclass_from_dict(TrainerConfig, state["config"])
+        engine = build_engine(config, len(state["names"]), float(state["radius"]))
+        engine.load_state_dict(state["engine"])
+        engine = engine.to(device).eval()
+        return cls(engine=engine, config=config, names=list(state["names"]),
+                   c2w_N44=state["c2w_N44"].double().numpy(), K_N33=state["K_N33"].double().numpy(),
+                   image_size=tuple(state["image_size"]), reference_psnr=float(state["reference_psnr"]),
+                   refine=dataclass_from_dict(RefineConfig, state["refine"]))
+
+
+def dataclass_from_dict(cls: type, values: dict) -> typing.Any:
+    """Inverse of dataclasses.asdict for nested frozen configs (lists back to tuples)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        kwargs[f.name] = _typed(hints[f.name], values[f.name])
+    return cls(**kwargs)
+
+
+def _typed(hint: typing.Any, value: typing.Any) -> typing.Any:
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return dataclass_from_dict(hint, value)
+    if isinstance(value, list):
+        return tuple(_typed(typing.Any, v) for v in value)
+    return value
+
+
+def _as_views(images_NHW3: np.ndarray, K_N33: np.ndarray, size: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    images = torch.from_numpy(np.ascontiguousarray(images_NHW3)).float().div(255.0).to(device)
+    return resize_views(images, torch.as_tensor(K_N33, dtype=torch.float32, device=device), size)
