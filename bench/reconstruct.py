@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from nvs_ros.baselines.colmap_sfm import ColmapConfig, run_colmap
-from nvs_ros.core.trainer import TrainerConfig
+from nvs_ros.core.trainer import config_for_mode
+from nvs_ros.io.capture_type import choose_mode
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.evaluation import score_estimates
 from nvs_ros.io.output_folder import write_json, write_output_folder
@@ -34,14 +35,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NVS_ROS_DATA", ROOT / "../shared/data"))
 RESULTS = ROOT / "bench" / "results" / "reconstruct"
 
-# name: (source, max side, views) -- the sets of record (360-degree captures).
+# name: (source, max side, views) -- the sets of record (360-degree captures, and fern).
 SETS = {
     "chair": (DATA / "nerf_synthetic_chair", 64, 100),
     "object": ("bundled:object", 128, 24),
     "room": ("bundled", 128, 24),
     "temple": (DATA / "middlebury_temple_ring", 128, 16),
+    "fern": (DATA / "llff_fern", 64, 20),  # forward-facing: `choose_mode` picks the forward mode
 }
-COLUMNS = ["registered", "RRA@5", "RRA@15", "CCA@0.1", "ATE", "time_s"]
+COLUMNS = ["registered", "RRA@5", "RRA@15", "CCA@0.1", "ATE", "heldout_PSNR", "heldout_SSIM", "time_s"]
 
 
 def run_set(name: str, budget_s: float, seed: int) -> list[dict]:
@@ -50,7 +52,8 @@ def run_set(name: str, budget_s: float, seed: int) -> list[dict]:
     rows = []
     started = time.perf_counter()
     metrics = run_reconstruction(image_set, RESULTS / name / "nvs_ros",
-                                 TrainerConfig(time_budget_s=budget_s, seed=seed), run_info={"bench": name})
+                                 config_for_mode(choose_mode(image_set), time_budget_s=budget_s, seed=seed),
+                                 run_info={"bench": name})
     rows.append({"set": name, "method": "nvs_ros", **metrics, "time_s": time.perf_counter() - started})
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_colmap_") as work:

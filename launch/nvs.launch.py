@@ -3,6 +3,7 @@
     ros2 launch nvs_ros nvs.launch.py
     ros2 launch nvs_ros nvs.launch.py image:=/cam/color/image_raw camera_info:=/cam/color/camera_info
     ros2 launch nvs_ros nvs.launch.py params_file:=/path/my.yaml use_sim_time:=true   # bag replay
+    ros2 launch nvs_ros nvs.launch.py rviz:=true        # and RViz with config/nvs.rviz
 """
 
 import os
@@ -10,12 +11,14 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = os.path.join(get_package_share_directory("nvs_ros"), "config", "nvs.yaml")
+    share = get_package_share_directory("nvs_ros")
+    default_params = os.path.join(share, "config", "nvs.yaml")
     arguments = [
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="nvs_node parameters (YAML)"),
@@ -25,6 +28,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="camera_info topic to remap the input to"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="use /clock (true when replaying a bag)"),
+        DeclareLaunchArgument("rviz", default_value="false",
+                              description="also start RViz showing TF, cloud, path, frusta and views"),
     ]
     node = Node(
         package="nvs_ros",
@@ -36,4 +41,12 @@ def generate_launch_description() -> LaunchDescription:
         remappings=[("/camera/image_raw", LaunchConfiguration("image")),
                     ("/camera/camera_info", LaunchConfiguration("camera_info"))],
     )
-    return LaunchDescription([*arguments, node])
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        arguments=["-d", os.path.join(share, "config", "nvs.rviz")],
+        parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
+        condition=IfCondition(LaunchConfiguration("rviz")),
+    )
+    return LaunchDescription([*arguments, node, rviz])

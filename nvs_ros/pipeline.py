@@ -1,10 +1,15 @@
 """One reconstruction end to end: load, estimate cameras and scene, write the output folder.
 
     poses.json, poses_tum.txt, run.json, metrics.json (with ground truth)   (io.output_folder)
+    scene.pt, scene.json   the trained scene: register frames into it, render it  (io.scene_checkpoint)
     cloud.ply      coloured points where the field is opaque, seen from the estimated cameras
-    views/         real and rendered training views side by side (<name>_real.png, _render.png)
+    views/         real and rendered views side by side (<name>_real.png, _render.png): the
+                   held-out views and a few training views
     report.html    cameras vs ground truth after alignment, views, training curves, metrics
 
+Every 8th image is held out: not trained on, registered into the finished scene afterwards
+(encoder pass + render-and-compare, core.refine), rendered from that pose and scored (PSNR,
+SSIM): novel-view synthesis with unknown poses. poses.json covers every image.
 The estimator sees `image_set.without_ground_truth()` (the oracle `poses="gt"` excepted);
 ground truth is read here only to score the result.
 """
@@ -13,6 +18,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -20,43 +26,61 @@ import numpy as np
 import torch
 
 from nvs_ros.core.camera_estimates import CameraEstimates
+from nvs_ros.core.cameras import scale_intrinsics
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices
-from nvs_ros.core.metrics import psnr, ransac_sim3
-from nvs_ros.core.products import point_cloud
+from nvs_ros.core.metrics import finite_or_none, psnr, ransac_sim3, ssim, umeyama_sim3
+from nvs_ros.core.products import backproject, merge_clouds
+from nvs_ros.core.scene import Scene
 from nvs_ros.core.trainer import ReconstructionResult, TrainerConfig, TrainingProgress, reconstruct
 from nvs_ros.io.evaluation import score_estimates
 from nvs_ros.io.output_folder import software_versions, write_json, write_output_folder
 from nvs_ros.io.point_cloud_ply import write_point_cloud_ply
 from nvs_ros.io.report import ReportContent, write_report
+from nvs_ros.io.scene_checkpoint import save_scene
 
 _log = logging.getLogger(__name__)
 
-REPORT_VIEWS = 8
-"""Training views rendered into views/ and the report."""
+HOLD_OUT_EVERY = 8
+"""Every 8th image (from the first) is held out of training and registered afterwards."""
+REPORT_TRAINING_VIEWS = 4
+"""Training views rendered into views/ and the report next to the held-out ones."""
 
 
 def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig,
                        progress: Callable[[TrainingProgress], None] | None = None,
-                       run_info: dict | None = None) -> dict | None:
-    """Reconstruct `image_set`, write every product to `out_dir`; returns the metrics (or None)."""
+                       run_info: dict | None = None, hold_out_every: int = HOLD_OUT_EVERY,
+                       initial_c2w_N44: np.ndarray | None = None) -> dict | None:
+    """Reconstruct `image_set` without its held-out views, register those into the scene,
+    write every product to `out_dir`; returns the metrics (or None without ground truth)."""
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    estimator_input = image_set if config.poses == "gt" else image_set.without_ground_truth()
-    result = reconstruct(estimator_input, config, progress)
+    held_out_N = held_out_mask(len(image_set), hold_out_every)
+    train_set = image_set.subset(np.flatnonzero(~held_out_N))
+    estimator_input = train_set if config.poses == "gt" else train_set.without_ground_truth()
+    initial = None if initial_c2w_N44 is None else initial_c2w_N44[~held_out_N]
+    result = reconstruct(estimator_input, config, progress, initial_c2w_N44=initial)
+    scene = Scene.from_training(result.engine, config, train_set.names, train_set.images_NHW3, train_set.K_N33,
+                                result.c2w_N44)
     train_s = time.perf_counter() - started
-    estimates = result.camera_estimates(image_set)
+    estimates = all_estimates(image_set, held_out_N, result, scene, config)
+    register_s = time.perf_counter() - started - train_s
     metrics = score_estimates(estimates, image_set) if image_set.has_ground_truth else None
     info = {"estimator": "nvs_ros generative lifting" + (" (oracle: ground-truth poses)" if config.poses == "gt" else ""),
             "config": dataclasses.asdict(config), "seed": config.seed, "kept_seed": result.seed,
-            "restart_losses": result.restart_losses, "rollbacks": result.rollbacks,
+            "mode": config.mode, "restart_losses": result.restart_losses, "rollbacks": result.rollbacks,
             "dataset": image_set.source, "num_views": len(image_set),
+            "held_out": [image_set.names[i] for i in np.flatnonzero(held_out_N)],
             "image_size": [image_set.width, image_set.height], **(run_info or {})}
-    info["timings"] = {"train_s": train_s}
+    info["timings"] = {"train_s": train_s, "register_held_out_s": register_s}
     write_output_folder(out_dir, estimates, info, metrics)  # poses first: they are the main product
+    save_scene(out_dir, scene)
 
     products_started = time.perf_counter()
-    write_cloud(out_dir / "cloud.ply", result, estimates, image_set)
-    view_pairs = write_views(out_dir / "views", result, estimates, image_set)
+    view_pairs = write_views(out_dir / "views", scene, estimates, image_set, held_out_N)
+    if metrics is not None:
+        metrics.update(view_synthesis_metrics(view_pairs))
+        write_json(out_dir / "metrics.json", metrics)
+    write_cloud(out_dir / "cloud.ply", scene)
     write_report(out_dir / "report.html", report_content(image_set, estimates, result, metrics, view_pairs))
     info["timings"]["products_s"] = time.perf_counter() - products_started
     info["timings"]["total_s"] = time.perf_counter() - started
@@ -64,46 +88,120 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     return metrics
 
 
-def _working_views(estimates: CameraEstimates, image_set: ImageSet, max_side: int
-                   ) -> tuple[ImageSet, torch.Tensor, torch.Tensor]:
-    """The set at `max_side` with its intrinsics and the estimated poses as float tensors."""
-    small = image_set.resized(max_side)
-    return small, torch.from_numpy(small.K_N33).float(), torch.from_numpy(estimates.c2w_N44).float()
+def held_out_mask(count: int, every: int) -> np.ndarray:
+    """(N,) bool: every `every`-th image from the first on is held out (the LLFF / NeRF
+    convention); `every` < 2 holds out nothing. At least two images are always trained on."""
+    mask = np.zeros(count, dtype=bool)
+    if every >= 2 and count - len(range(0, count, every)) >= 2:
+        mask[::every] = True
+    return mask
 
 
-def write_cloud(path: Path, result: ReconstructionResult, estimates: CameraEstimates, image_set: ImageSet) -> int:
-    """cloud.ply from the estimated cameras (at most 32 of them, evenly spread); returns the point count."""
-    small, K_N33, c2w_N44 = _working_views(estimates, image_set, 64)
-    pick = evenly_spaced_indices(len(image_set), 32)
-    cloud = point_cloud(result.engine.field, K_N33[pick], c2w_N44[pick], small.height, small.width)
+def all_estimates(image_set: ImageSet, held_out_N: np.ndarray, result: ReconstructionResult, scene: Scene,
+                  config: TrainerConfig) -> CameraEstimates:
+    """Cameras of every image: trained ones from the reconstruction, held-out ones registered
+    into the scene (rejected ones unregistered); the oracle maps the held-out ground truth
+    into the scene's gauge instead."""
+    n = len(image_set)
+    c2w_N44 = np.full((n, 4, 4), np.nan)
+    registered_N = np.zeros(n, dtype=bool)
+    confidence_N = np.zeros(n)
+    trained = result.camera_estimates(image_set.subset(np.flatnonzero(~held_out_N)))  # outliers unregistered
+    c2w_N44[~held_out_N] = trained.c2w_N44
+    registered_N[~held_out_N] = trained.registered_N
+    confidence_N[~held_out_N] = trained.confidence_N
+    held = np.flatnonzero(held_out_N)
+    if len(held) and config.poses == "gt":
+        to_gauge = umeyama_sim3(image_set.c2w_N44[~held_out_N, :3, 3], result.c2w_N44[:, :3, 3])
+        c2w_N44[held] = to_gauge.apply_c2w(image_set.c2w_N44[held])
+        registered_N[held] = True
+        confidence_N[held] = 1.0
+    elif len(held):
+        registration = scene.register(image_set.images_NHW3[held], image_set.K_N33[held], seed=config.seed)
+        accepted = registration.accepted_B.cpu().numpy()
+        c2w_N44[held] = registration.c2w_B44.double().cpu().numpy()
+        c2w_N44[held[~accepted]] = np.nan
+        registered_N[held] = accepted
+        confidence_N[held] = registration.confidence_B.cpu().numpy()
+        _log.info("held-out views: %d of %d registered", int(accepted.sum()), len(held))
+    sizes_N2 = np.tile([image_set.width, image_set.height], (n, 1))
+    return CameraEstimates(names=list(image_set.names), c2w_N44=c2w_N44, registered_N=registered_N,
+                           K_N33=image_set.K_N33, sizes_N2=sizes_N2, confidence_N=confidence_N)
+
+
+def write_cloud(path: Path, scene: Scene) -> int:
+    """cloud.ply seen from the scene's training cameras (at most 32, evenly spread) at 64 px;
+    returns the point count (0: nothing opaque, no file)."""
+    width, height = scene.image_size
+    scale = min(1.0, 64 / max(width, height))
+    w, h = round(width * scale), round(height * scale)
+    K_N33 = torch.from_numpy(scale_intrinsics(scene.K_N33, w / width, h / height)).float()
+    c2w_N44 = torch.from_numpy(scene.c2w_N44).float()
+    # through the scene's renderer: it maps rays into the field's space (the NDC of a forward capture)
+    clouds = [backproject(scene.render(K_N33[i], c2w_N44[i], w, h), K_N33[i], c2w_N44[i], min_opacity=0.9)
+              for i in evenly_spaced_indices(len(scene.names), 32)]
+    voxel = scene.engine.field.voxel_size if scene.engine.ray_space is None else None
+    cloud = merge_clouds(clouds, voxel)
+    if len(cloud) == 0:  # a scene trained too briefly to be opaque anywhere: nothing to write
+        _log.warning("the field is nowhere opaque from the training cameras: no %s written", path.name)
+        return 0
     write_point_cloud_ply(path, cloud.points_P3.cpu().numpy(), cloud.colors_P3.cpu().numpy())
     _log.info("cloud.ply: %d points", len(cloud))
     return len(cloud)
 
 
-def write_views(folder: Path, result: ReconstructionResult, estimates: CameraEstimates,
-                image_set: ImageSet) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
-    """Real and rendered training views (evenly spread), as PNGs; returns them with their PSNR."""
-    small, K_N33, c2w_N44 = _working_views(estimates, image_set, 128)
+@dataclass
+class ViewPair:
+    name: str
+    held_out: bool
+    real_HW3: np.ndarray
+    rendered_HW3: np.ndarray
+    psnr: float
+    ssim: float
+
+
+def write_views(folder: Path, scene: Scene, estimates: CameraEstimates, image_set: ImageSet,
+                held_out_N: np.ndarray) -> list[ViewPair]:
+    """Real and rendered views as PNGs at the training resolution: every held-out view (none of
+    them was trained on; rendered from its registered pose) and a few training views."""
+    small = image_set.resized(scene.config.fine_size)
     folder.mkdir(parents=True, exist_ok=True)
+    train = np.flatnonzero(~held_out_N)
+    shown = list(np.flatnonzero(held_out_N)) + list(train[evenly_spaced_indices(len(train), REPORT_TRAINING_VIEWS)])
     pairs = []
-    for i in evenly_spaced_indices(len(image_set), REPORT_VIEWS):
-        rendered = result.engine.render_view(K_N33[i], c2w_N44[i], small.height, small.width)
-        rendered_HW3 = (rendered.clamp(0, 1) * 255).round().byte().cpu().numpy()
+    for i in shown:
+        if not estimates.registered_N[i]:
+            continue
+        render = scene.render(small.K_N33[i], estimates.c2w_N44[i], small.width, small.height)
+        rendered_HW3 = (render.rgb_R3.clamp(0, 1) * 255).round().byte().cpu().numpy()
         real_HW3 = small.images_NHW3[i]
         stem = Path(image_set.names[i]).stem
         for suffix, image in [("real", real_HW3), ("render", rendered_HW3)]:
             cv2.imwrite(str(folder / f"{stem}_{suffix}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        pairs.append((image_set.names[i], real_HW3, rendered_HW3, psnr(rendered_HW3, real_HW3)))
+        pairs.append(ViewPair(image_set.names[i], bool(held_out_N[i]), real_HW3, rendered_HW3,
+                              psnr(rendered_HW3, real_HW3), ssim(rendered_HW3, real_HW3)))
     return pairs
+
+
+def view_synthesis_metrics(pairs: list[ViewPair]) -> dict:
+    """Mean PSNR / SSIM of the held-out views (novel-view synthesis) and of the training views
+    shown (fit); None where there are none."""
+    out = {}
+    for prefix, held_out in (("heldout", True), ("train", False)):
+        chosen = [p for p in pairs if p.held_out == held_out]
+        out[f"{prefix}_views"] = len(chosen)
+        out[f"{prefix}_PSNR"] = finite_or_none(float(np.mean([p.psnr for p in chosen]))) if chosen else None
+        out[f"{prefix}_SSIM"] = finite_or_none(float(np.mean([p.ssim for p in chosen]))) if chosen else None
+    return out
 
 
 def report_content(image_set: ImageSet, estimates: CameraEstimates, result: ReconstructionResult,
                    metrics: dict | None, view_pairs: list) -> ReportContent:
-    centres_N3 = estimates.c2w_N44[:, :3, 3]
+    registered = estimates.registered_N
+    centres_N3 = estimates.c2w_N44[registered, :3, 3]
     camera_sets = {"estimate": centres_N3}
     if image_set.has_ground_truth:
-        gt_N3 = image_set.c2w_N44[:, :3, 3]
+        gt_N3 = image_set.c2w_N44[registered, :3, 3]
         scale = np.linalg.norm(gt_N3 - gt_N3.mean(axis=0), axis=1).max()
         sim3, _ = ransac_sim3(centres_N3, gt_N3, threshold=0.1 * scale)
         camera_sets = {"ground truth": gt_N3, "estimate (aligned)": sim3.apply_points(centres_N3)}
@@ -111,4 +209,6 @@ def report_content(image_set: ImageSet, estimates: CameraEstimates, result: Reco
     notes = [f"{len(image_set)} views at {image_set.width}x{image_set.height} from {image_set.source}; "
              f"kept seed {result.seed}, rollbacks {result.rollbacks}."]
     return ReportContent(title="nvs_ros reconstruction", metrics=metrics, camera_sets=camera_sets,
-                         view_pairs=view_pairs, curves=curves, notes=notes)
+                         view_pairs=[(f"{p.name} (held out)" if p.held_out else p.name, p.real_HW3, p.rendered_HW3,
+                                      p.psnr) for p in view_pairs],
+                         curves=curves, notes=notes)

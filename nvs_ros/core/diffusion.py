@@ -39,8 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nvs_ros.core import cameras, rendering
-from nvs_ros.core.orbit_poses import PoseRefinement
-from nvs_ros.core.pose_encoder import PoseEncoder, PoseHypotheses
+from nvs_ros.core.pose_encoder import PoseHypotheses
 
 
 @dataclass(frozen=True)
@@ -119,17 +118,22 @@ class LossTerms:
     errors_BK: Tensor
     """Photometric error (MSE) of every hypothesis, detached."""
     hypotheses: PoseHypotheses
+    """(core.forward_poses.ForwardHypotheses in forward mode)"""
 
 
 class GenerativeLifting(nn.Module):
     """Encoder + field + per-image pose refinements inside a DDPM."""
 
-    def __init__(self, encoder: PoseEncoder, field: nn.Module, refinement: PoseRefinement,
-                 config: DiffusionConfig = DiffusionConfig()) -> None:
+    def __init__(self, encoder: nn.Module, field: nn.Module, refinement: nn.Module,
+                 config: DiffusionConfig = DiffusionConfig(), ray_space: nn.Module | None = None) -> None:
+        """encoder + refinement: PoseEncoder + PoseRefinement (360) or their forward-facing
+        counterparts (core.forward_poses); ray_space maps world rays into the field's
+        coordinates (forward: NDC), None: the field is in world coordinates."""
         super().__init__()
         self.encoder = encoder
         self.field = field
         self.refinement = refinement
+        self.ray_space = ray_space
         self.config = config
         self.schedule = NoiseSchedule(config.schedule, config.num_timesteps)
         self.envmap = None
@@ -176,8 +180,8 @@ class GenerativeLifting(nn.Module):
         """
         hyp = self.encoder(self.noisy_input(x0_B3HW, t_B, generator),
                            t_B.float() / self.schedule.num_timesteps)
-        c2w_BK44 = self.refinement.c2w(hyp.azimuth_BK, hyp.elevation_BK, index_B)
-        b, k = hyp.azimuth_BK.shape
+        c2w_BK44 = self.refinement.hypotheses_c2w(hyp, index_B)
+        b, k = c2w_BK44.shape[:2]
         pixels = max(1, self.config.rays_per_step // (b * k))
         uv_BP2, target_BP3 = random_pixels(targets_BHW3, pixels, generator)
         rgb_BKP3 = self.render_pixels(K_B33, c2w_BK44, uv_BP2)
@@ -205,9 +209,12 @@ class GenerativeLifting(nn.Module):
         K_M33 = K_B33[:, None].expand(b, k, 3, 3).reshape(-1, 3, 3)
         uv_MP2 = uv_BP2[:, None].expand(b, k, p, 2).reshape(-1, p, 2)
         origins_MP3, dirs_MP3 = cameras.rays_from_pixels(K_M33, c2w_BK44.reshape(-1, 4, 4), uv_MP2)
-        dirs_R3 = dirs_MP3.reshape(-1, 3)
-        out = rendering.render_rays(self.field, origins_MP3.reshape(-1, 3), dirs_R3,
-                                    self.config.samples_per_ray, background_rgb=self.background(dirs_R3),
+        origins_R3, dirs_R3 = origins_MP3.reshape(-1, 3), dirs_MP3.reshape(-1, 3)
+        background = self.background(dirs_R3)
+        if self.ray_space is not None:
+            origins_R3, dirs_R3 = self.ray_space(origins_R3, dirs_R3)
+        out = rendering.render_rays(self.field, origins_R3, dirs_R3,
+                                    self.config.samples_per_ray, background_rgb=background,
                                     randomize=randomize)
         return out.rgb_R3.reshape(b, k, p, 3)
 
@@ -227,6 +234,8 @@ class GenerativeLifting(nn.Module):
     @torch.no_grad()
     def render_full(self, K_33: Tensor, c2w_44: Tensor, height: int, width: int) -> rendering.RenderOutput:
         """rendering.render_image with this model's background (colour, depth, opacity)."""
+        if self.ray_space is not None:
+            return self._render_full_mapped(K_33, c2w_44, height, width)
         background = self.config.background
         if self.envmap is not None:
             uv_1P2 = cameras.pixel_grid(height, width, device=c2w_44.device)[None]
@@ -249,8 +258,7 @@ class GenerativeLifting(nn.Module):
             hyp = self.encoder(x_t, torch.full((1,), t / self.schedule.num_timesteps, device=device))
             k = torch.multinomial(hyp.probs_BK.cpu(), 1, generator=generator).to(device)
             # a generated view belongs to no training image: no per-image refinement
-            c2w_44 = cameras.orbit_c2w(hyp.azimuth_BK.gather(1, k)[0], hyp.elevation_BK.gather(1, k)[0],
-                                       self.refinement.radius)[0]
+            c2w_44 = self.refinement.free_c2w(hyp)[0, int(k)]
             if i == len(steps) - 1:
                 break
             K_small = _scaled_intrinsics(K_33, scale)
@@ -259,6 +267,30 @@ class GenerativeLifting(nn.Module):
             eps_hat = (x_t - abar.sqrt() * x0_hat) / (1 - abar).sqrt()
             x_t = abar_next.sqrt() * x0_hat + (1 - abar_next).sqrt() * eps_hat
         return self.render_view(K_33, c2w_44, height, width), c2w_44
+
+    @torch.no_grad()
+    def _render_full_mapped(self, K_33: Tensor, c2w_44: Tensor, height: int, width: int,
+                            num_samples: int = 64, chunk: int = 16384) -> rendering.RenderOutput:
+        """render_full through `ray_space`: depths are world z-depths along the camera's axis
+        (back-projected from the field's coordinates), the background is constant."""
+        uv_1P2 = cameras.pixel_grid(height, width, device=c2w_44.device)[None]
+        origins_P3, dirs_P3 = (x[0] for x in cameras.rays_from_pixels(K_33[None].float(), c2w_44[None].float(),
+                                                                      uv_1P2))
+        mapped_P3, mapped_dirs_P3 = self.ray_space(origins_P3, dirs_P3)
+        parts = [rendering.render_rays(self.field, mapped_P3[s:s + chunk], mapped_dirs_P3[s:s + chunk],
+                                       num_samples, self.config.background, randomize=False)
+                 for s in range(0, len(mapped_P3), chunk)]
+        rgb_P3 = torch.cat([p.rgb_R3 for p in parts])
+        depth_P = torch.cat([p.depth_R for p in parts])
+        opacity_P = torch.cat([p.opacity_R for p in parts])
+        world_P3 = self.ray_space.to_world(mapped_P3 + depth_P[:, None] * mapped_dirs_P3)
+        c2w_44 = c2w_44.float()
+        z_depth_P = ((world_P3 - c2w_44[:3, 3]) @ c2w_44[:3, 2]) * (opacity_P > 1e-6)
+        return rendering.RenderOutput(rgb_R3=rgb_P3.reshape(height, width, 3),
+                                      depth_R=(z_depth_P / cameras.ray_z_scale(K_33[None].float(), uv_1P2)[0]
+                                               ).reshape(height, width),
+                                      opacity_R=opacity_P.reshape(height, width),
+                                      z_depth_R=z_depth_P.reshape(height, width))
 
 
 def _scaled_intrinsics(K_33: Tensor, scale_33: Tensor) -> Tensor:

@@ -15,6 +15,15 @@ refreshed by `update_occupancy`) and in front of the point where a ray became op
 Coarse-to-fine: `upsample` refines the grid (e.g. 32^3 -> 64^3 -> 96^3); it replaces the
 parameter, so an optimizer must be rebuilt from `parameter_groups()` afterwards. A state dict
 of any resolution loads into a field made from the same config.
+Unbounded scenes (`FieldConfig.contract`, for rooms and robot scenes whose surroundings lie
+far outside the box): the box becomes the inner region of a mip-NeRF-360-style contraction in
+the infinity norm. With u = (x - c) / h and m = max(||u||_inf, 1),
+    contract(u) = (2 - 1/m) u / m,
+the identity inside the box, and all of space outside it squeezed into a shell of the same
+thickness (the grid then covers [-2, 2]^3 in u, so the box gets half of its vertices). The
+infinity norm maps space onto the grid's cube, so no grid cell is wasted. Distances the
+renderer composites with are then measured in contracted units (x h), so a cell of the outer
+shell is as opaque as an inner cell with the same value, however far it reaches (DVGO v2).
 Everything in `query` is a standard ONNX operator (GridSample at opset 20 for 3D grids).
 """
 
@@ -36,7 +45,8 @@ _RAW_CHANNELS = 4
 class FieldConfig:
     box_half_size: float | tuple[float, float, float] = 1.25
     """Half-size of the field's axis-aligned box, world units: one number for a cube, or
-    (x, y, z). Nothing outside the box is modelled: rays leave it into the background."""
+    (x, y, z). Nothing outside the box is modelled (unless `contract`): rays leave it into the
+    background."""
     box_centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """Centre of the box, world coordinates."""
     resolution: int = 32
@@ -55,10 +65,26 @@ class FieldConfig:
     `density_gain` times faster than colour (one grid tensor, one learning rate)."""
     tv_weight: float = 1e-4
     """Weight of the total-variation regulariser (`tv_loss`)."""
+    contract: bool = False
+    """Model all of space: the box is the inner region of a contraction (module docstring);
+    False: nothing outside the box is modelled. Not the default: measured (one seed, 1 thread
+    on a busy 2-core CPU, 300 s, RRA@15 / CCA@0.1): bundled room ring, 24 views, 128 px: 0.05 /
+    0 (0.09 / 0 with 64 / 128 px images and a 48 / 96 grid) against 0.11 / 0 without;
+    nerf_synthetic_chair, 100 views, 64 px: 0.07 / 0. With ground-truth poses the room fits
+    (22.9 dB at 64 px after 150 s), as well as the wrong poses do without contraction (22.9 dB):
+    the photometric loss does not single out the right poses there."""
     occupancy_threshold: float = 1e-3
     """A cell is empty when the largest opacity its density could give over one voxel length
     is below this (and its density below half the initial one, see `update_occupancy`); the
     renderer skips its samples."""
+
+
+def contract(u_P3: Tensor) -> Tensor:
+    """mip-NeRF 360's contraction in the infinity norm: identity on [-1, 1]^3, everything
+    outside into the shell up to [-2, 2]^3 (a point at infinity-norm m lands at 2 - 1/m),
+    continuous and monotonic along every ray from the centre."""
+    m_P1 = u_P3.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    return (2.0 - 1.0 / m_P1) * u_P3 / m_P1
 
 
 class RadianceField(torch.nn.Module):
@@ -74,7 +100,7 @@ class RadianceField(torch.nn.Module):
             raise ValueError(f"resolution must be >= 2, got {config.resolution}")
         self.register_buffer("box_half_3", half_3)
         self.register_buffer("box_centre_3", torch.tensor(config.box_centre, dtype=torch.float32))
-        longest = 2.0 * float(half_3.max())
+        longest = 2.0 * float(half_3.max()) * self.extent_factor
         # Fixed by the config (not by later upsampling), so trained values keep their meaning.
         self.density_scale = (config.resolution - 1) / longest
         self.initial_density = -math.log1p(-config.initial_opacity) / longest
@@ -94,14 +120,20 @@ class RadianceField(torch.nn.Module):
         return self.box_centre_3 + self.box_half_3
 
     @property
+    def extent_factor(self) -> float:
+        """The grid spans this many times the box (2 when contracted: the outer shell)."""
+        return 2.0 if self.config.contract else 1.0
+
+    @property
     def resolution(self) -> int:
         """Vertices along the longest side of the box."""
         return max(self.grid.shape[2:])
 
     @property
     def voxel_size(self) -> float:
-        """Spacing of the grid's vertices, world units (the same along every axis)."""
-        return 2.0 * float(self.box_half_3.max()) / (self.resolution - 1)
+        """Spacing of the grid's vertices, world units (the same along every axis; inside the
+        box when contracted, contracted units outside it)."""
+        return 2.0 * float(self.box_half_3.max()) * self.extent_factor / (self.resolution - 1)
 
     def _grid_shape(self, resolution: int) -> tuple[int, int, int]:
         """(D, H, W) = vertices along (z, y, x): grid_sample's coordinate order is (x, y, z)."""
@@ -110,15 +142,25 @@ class RadianceField(torch.nn.Module):
         return nz, ny, nx
 
     def normalize(self, points_P3: Tensor) -> Tensor:
-        """World points -> grid coordinates in [-1, 1]^3 inside the box."""
-        return (points_P3 - self.box_centre_3) / self.box_half_3
+        """World points -> grid coordinates, in [-1, 1]^3 inside the box (everywhere when
+        contracted)."""
+        box_P3 = (points_P3 - self.box_centre_3) / self.box_half_3
+        return contract(box_P3) / 2.0 if self.config.contract else box_P3
+
+    def contracted(self, points_P3: Tensor) -> Tensor:
+        """World points -> contracted world coordinates (identity inside the box, the box's
+        centre + h * contract(u) outside): where distances are measured for compositing."""
+        if not self.config.contract:
+            return points_P3
+        return self.box_centre_3 + self.box_half_3 * contract((points_P3 - self.box_centre_3) / self.box_half_3)
 
     # ------------------------------------------------------------------ queries
 
     def query(self, points_P3: Tensor) -> tuple[Tensor, Tensor]:
         """Density (P,) per world unit and RGB (P, 3) in [0, 1] at world points.
 
-        Points outside the box get density 0 (their colour is the nearest face's).
+        Points outside the box get density 0 (their colour is the nearest face's), unless the
+        field is contracted (then every point is inside its grid).
         """
         density_P, rgb_P3 = self.query_inside(points_P3)
         inside_P = (self.normalize(points_P3).abs() <= 1.0).all(dim=-1)

@@ -37,6 +37,9 @@ class LiveSceneConfig:
     """Training time of one full round."""
     round_iterations: int | None = None
     """Steps of one full round instead of its time (reproducible runs and tests)."""
+    max_keyframes: int = 64
+    """Keyframes kept at most: beyond it the most redundant one (nearest camera centre to
+    another keyframe's) is forgotten, so memory and step time stay bounded on a long run."""
     regrow_factor: float = 1.5
     """A full round runs again once the keyframes have grown by this factor since the last one."""
     device: str = "cpu"
@@ -122,6 +125,30 @@ class LiveScene:
                 K_33 = scale_intrinsics(K_33, w / sw, h / sh)
                 image_HW3 = resize_images(image_HW3[None], h, w)[0]
         self._keyframes.append(_Keyframe(name, int(stamp_ns), image_HW3, K_33))
+        while len(self._keyframes) > self.config.max_keyframes:
+            self._forget(self._most_redundant())
+
+    def _most_redundant(self) -> int:
+        """Index of the keyframe to forget: the posed one whose camera centre is nearest to
+        another's (before the first round, the oldest)."""
+        if self._joint is None or len(self._posed) < 2:
+            return 0
+        centres_N3 = self._joint.c2w().detach()[:, :3, 3]
+        distances_NN = torch.cdist(centres_N3, centres_N3).fill_diagonal_(math.inf)
+        return self._posed[int(distances_NN.min(dim=1).values.argmin())]
+
+    def _forget(self, index: int) -> None:
+        del self._keyframes[index]
+        if index in self._posed:
+            row = self._posed.index(index)
+            kept = [r for r in range(len(self._posed)) if r != row]
+            c2w = self._joint.c2w().detach()[kept]
+            del self._posed[row], self._confidence[row]
+            self._posed = [i - (i > index) for i in self._posed]
+            self._start_joint_training(c2w)
+            self._sync_scene()
+        else:
+            self._posed = [i - (i > index) for i in self._posed]
 
     # ------------------------------------------------------------------ training
 

@@ -17,11 +17,15 @@ small se(3) twist in the camera frame; all zero at the start.
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from nvs_ros.core import cameras
+
+if TYPE_CHECKING:  # the encoder imports this module
+    from nvs_ros.core.pose_encoder import PoseHypotheses
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,9 @@ class PoseRefinement(nn.Module):
         self.delta_N4 = nn.Parameter(torch.zeros(num_images, 4))
         self.twist_N6 = nn.Parameter(torch.zeros(num_images, 6))
         self.register_buffer("base_N2", torch.zeros(num_images, 2))
+        self.register_buffer("correction_N44", torch.eye(4).repeat(num_images, 1, 1))
+        """Fixed left factor of each refined base pose: identity, until `set_poses` puts a view
+        where no orbit pose is (a pose from outside, or one moved by the outlier search)."""
 
     def c2w(self, azimuth_BK: Tensor, elevation_BK: Tensor, index_B: Tensor) -> Tensor:
         """(B, K, 4, 4) camera-to-world (OpenCV axes) of hypotheses of images `index_B`,
@@ -103,10 +110,48 @@ class PoseRefinement(nn.Module):
         twist_M6 = self.twist_N6[index_B][:, None].expand(b, k, 6).reshape(-1, 6)
         return (c2w_M44 @ cameras.se3_exp(twist_M6)).reshape(b, k, 4, 4)
 
+    def hypotheses_c2w(self, hyp: "PoseHypotheses", index_B: Tensor) -> Tensor:
+        """(B, K, 4, 4) poses of the encoder's hypotheses of images `index_B`, refined."""
+        return self.c2w(hyp.azimuth_BK, hyp.elevation_BK, index_B)
+
+    def free_c2w(self, hyp: "PoseHypotheses") -> Tensor:
+        """(B, K, 4, 4) poses of the hypotheses alone (no per-image refinement)."""
+        b, k = hyp.azimuth_BK.shape
+        return cameras.orbit_c2w(hyp.azimuth_BK.reshape(-1), hyp.elevation_BK.reshape(-1),
+                                 self.radius).reshape(b, k, 4, 4)
+
+    def set_base_to_top(self, hyp: "PoseHypotheses") -> Tensor:
+        """Fix every image's base at its most likely hypothesis (refinements restart from zero);
+        returns that hypothesis' probability."""
+        azimuth_N, elevation_N, probability_N = hyp.top()
+        self.set_base(azimuth_N, elevation_N)
+        return probability_N
+
+    def refinement_parameters(self) -> list[nn.Parameter]:
+        return [self.delta_N4, self.twist_N6]
+
     def base_c2w(self, index_B: Tensor) -> Tensor:
         """(B, 4, 4) refined poses of images `index_B` around their fixed base orbit pose."""
         base_B2 = self.base_N2[index_B]
-        return self.c2w(base_B2[:, :1], base_B2[:, 1:], index_B)[:, 0]
+        return self.correction_N44[index_B] @ self.c2w(base_B2[:, :1], base_B2[:, 1:], index_B)[:, 0]
+
+    @torch.no_grad()
+    def set_poses(self, index_B: Tensor, c2w_B44: Tensor) -> None:
+        """Make `base_c2w(index_B)` equal `c2w_B44` now; the refinements go on from there."""
+        without_B44 = torch.linalg.inv(self.correction_N44[index_B]) @ self.base_c2w(index_B)
+        self.correction_N44[index_B] = c2w_B44.to(without_B44) @ torch.linalg.inv(without_B44)
+
+    @torch.no_grad()
+    def start_at(self, c2w_N44: Tensor) -> None:
+        """Every image starts at a given pose: the base at its camera centre's azimuth and
+        elevation (in the elevation range), refinements zero, the rest in the correction."""
+        centre_N3 = c2w_N44[:, :3, 3]
+        azimuth_N = torch.atan2(centre_N3[:, 1], centre_N3[:, 0])
+        lo, hi = (math.radians(d) for d in self.orbit.elevation_range_deg)
+        elevation_N = torch.asin((centre_N3[:, 2] / centre_N3.norm(dim=1).clamp_min(1e-9)).clamp(-1, 1))
+        self.set_base(azimuth_N, elevation_N.clamp(lo + 1e-3, hi - 1e-3))
+        self.correction_N44.copy_(torch.eye(4).to(self.correction_N44).expand_as(self.correction_N44))
+        self.set_poses(torch.arange(len(c2w_N44), device=c2w_N44.device), c2w_N44)
 
     def set_base(self, azimuth_N: Tensor, elevation_N: Tensor) -> None:
         """Fix the base pose of every image and restart the refinements from zero."""

@@ -6,6 +6,7 @@ core.orbit_poses): hypothesis k is "anchor k plus a bounded residual", so the hy
 all collapse onto one pose and training can explore views that are far apart. A single-pose
 predictor (K = 1) collapses on 360 captures (one pose for every image, the field learns the
 average image); with K >= 8 every anchor stays in use (measured, see the findings note).
+Forward-facing captures use the same backbone with one twist per image (core.forward_poses).
 
 Everything here is standard ONNX ops (conv, GroupNorm, SiLU, bilinear resize, tanh, sigmoid,
 softmax), so the encoder exports with `torch.onnx.export` at opset >= 16.
@@ -74,6 +75,27 @@ def _stage(c_in: int, c_out: int, groups: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(groups, c_out), nn.SiLU())
 
 
+def conv_backbone(config: PoseEncoderConfig) -> tuple[nn.Sequential, int]:
+    """The stride-2 conv stages over RGB + a timestep channel, and their output width."""
+    # 3 colour channels + 1 channel that carries the timestep (t / T, constant over the image)
+    stages, c_in = [], 4
+    for c_out in config.channels:
+        stages.append(_stage(c_in, c_out, config.groups))
+        c_in = c_out
+    return nn.Sequential(*stages), c_in
+
+
+def pooled_features(backbone: nn.Module, size: int, images_B3HW: Tensor, t_frac_B: Tensor) -> Tensor:
+    """(B, C + 1): globally pooled backbone features of the images resized to size x size, and t / T."""
+    if images_B3HW.ndim != 4 or images_B3HW.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images_B3HW.shape)}")
+    x_B3HW = F.interpolate(images_B3HW, size=(size, size), mode="bilinear", align_corners=False)
+    t_B1 = t_frac_B.to(x_B3HW).reshape(-1, 1)
+    t_plane_B1HW = t_B1[:, :, None, None].expand(-1, 1, size, size)
+    features_BC = backbone(torch.cat([x_B3HW, t_plane_B1HW], dim=1)).mean(dim=(2, 3))
+    return torch.cat([features_BC, t_B1], dim=1)
+
+
 class PoseEncoder(nn.Module):
     """(noisy image, timestep) -> K anchored pose hypotheses + logits."""
 
@@ -84,12 +106,7 @@ class PoseEncoder(nn.Module):
         self.num_hypotheses = len(azimuth_K)
         self.register_buffer("anchor_azimuth_K", azimuth_K)
         self.register_buffer("anchor_elevation_logit_K", elevation_logit(elevation_K, config.orbit))
-        # 3 colour channels + 1 channel that carries the timestep (t / T, constant over the image)
-        stages, c_in = [], 4
-        for c_out in config.channels:
-            stages.append(_stage(c_in, c_out, config.groups))
-            c_in = c_out
-        self.backbone = nn.Sequential(*stages)
+        self.backbone, c_in = conv_backbone(config)
         self.head = nn.Sequential(nn.Linear(c_in + 1, config.hidden), nn.SiLU(),
                                   nn.Linear(config.hidden, 3 * self.num_hypotheses))
         # Start at the anchors (zero residuals); every hypothesis gets rendered and compared
@@ -107,14 +124,8 @@ class PoseEncoder(nn.Module):
         Returns azimuth (wrapped to nothing: anchor + residual, may leave [-pi, pi]) and
         elevation (inside the OrbitConfig range) per hypothesis, radians, and the logits.
         """
-        if images_B3HW.ndim != 4 or images_B3HW.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images_B3HW.shape)}")
-        size = self.config.input_size
-        x_B3HW = F.interpolate(images_B3HW, size=(size, size), mode="bilinear", align_corners=False)
-        t_B1 = t_frac_B.to(x_B3HW).reshape(-1, 1)
-        t_plane_B1HW = t_B1[:, :, None, None].expand(-1, 1, size, size)
-        features_BC = self.backbone(torch.cat([x_B3HW, t_plane_B1HW], dim=1)).mean(dim=(2, 3))
-        out_BK3 = self.head(torch.cat([features_BC, t_B1], dim=1)).reshape(-1, self.num_hypotheses, 3)
+        features_BC = pooled_features(self.backbone, self.config.input_size, images_B3HW, t_frac_B)
+        out_BK3 = self.head(features_BC).reshape(-1, self.num_hypotheses, 3)
         azimuth_BK = self.anchor_azimuth_K + self._max_residual * torch.tanh(out_BK3[..., 0])
         elevation_BK = elevation_from_logit(self.anchor_elevation_logit_K + out_BK3[..., 1],
                                             self.config.orbit)

@@ -59,8 +59,13 @@ def point_cloud(field: RadianceField, K_N33: Tensor, c2w_N44: Tensor, height: in
     clouds = [backproject(render_image(field, K_33, c2w_44, height, width, background_rgb=background_rgb),
                           K_33.float(), c2w_44.float(), min_opacity)
               for K_33, c2w_44 in zip(K_N33.to(field.grid.device), c2w_N44.to(field.grid.device))]
+    return merge_clouds(clouds, field.voxel_size if voxel_size is None else voxel_size)
+
+
+def merge_clouds(clouds: list[PointCloud], voxel_size: float | None) -> PointCloud:
+    """One cloud from several views' clouds, thinned on a voxel grid (None: not thinned)."""
     merged = PointCloud(torch.cat([c.points_P3 for c in clouds]), torch.cat([c.colors_P3 for c in clouds]))
-    return voxel_downsample(merged, field.voxel_size if voxel_size is None else voxel_size)
+    return merged if voxel_size is None else voxel_downsample(merged, voxel_size)
 
 
 def synthesize_view(field: RadianceField, K_33: Tensor, c2w_44: Tensor, height: int, width: int,

@@ -11,11 +11,20 @@ wrong. With the twist in the camera frame instead, such an error needs a rotatio
 translation together, and Adam crawled along that valley (measured on the tiny test scene, 20
 steps from the sphere anchors: 2.3-4.2 degrees left, against 0.8-1.1 in the world frame; both
 frames at once did worse than either, 2.1-4.4).
-A view's residual is its full-image MSE at `size`; its confidence is how
-close that error comes to the error of the scene's own training views (`reference_psnr`):
-    confidence = clip(1 - (reference_psnr - psnr) / psnr_tolerance, 0, 1)
-so a frame rendered as well as the training views gets 1 and one `psnr_tolerance` dB worse
-gets 0; frames below `min_confidence` are rejected, not forced into the scene.
+A view's residual is its full-image MSE at `size`. Whether a new frame belongs to the scene is
+judged two ways, and its confidence is the lower of the two:
+- fit: how close its error comes to the training views' (`reference_psnr`),
+      1 - (reference_psnr - psnr) / psnr_tolerance;
+- contrast: how much better its pose explains it than a pose anywhere on the viewing sphere,
+      1 - residual / median residual over the candidate poses (at `search_size`),
+  mapped linearly from `contrast_range` to 0..1. A frame of the scene is far better seen from
+  its pose than from elsewhere; a foreign frame is explained equally badly from everywhere.
+  Fit alone cannot tell two objects on white apart (the background fits), contrast alone
+  cannot tell a frame that no pose explains well.
+Measured (chair, 64 px, 87 training views; tiny bundled object, 32 px): held-out views of the
+scene reach contrast 0.63-0.89 and 20-29 dB (training views 29-30 dB); frames of the bundled
+room, the temple or another object on white 0.02-0.43 and 4-20 dB.
+Frames below `min_confidence` are rejected, not forced into the scene.
 """
 
 import math
@@ -29,15 +38,18 @@ from nvs_ros.core.diffusion import GenerativeLifting, random_pixels
 from nvs_ros.core.orbit_poses import anchor_angles
 
 
+FORWARD_TURN_DEG = 10.0
+
+
 @dataclass(frozen=True)
 class RefineConfig:
     """Render-and-compare refinement and registration."""
 
-    steps: int = 20
+    steps: int = 12
     """Adam steps of the twist per refinement."""
     lr: float = 0.02
     """Learning rate of the twist (radians and world units; the cameras sit ~3-4 units out)."""
-    rays_per_view: int = 384
+    rays_per_view: int = 256
     """Random pixels rendered per view and step."""
     size: int = 32
     """Longer image side at which views are refined and scored."""
@@ -48,13 +60,18 @@ class RefineConfig:
     degrees of azimuth: the flip the encoder confuses most (findings note). Every sphere
     anchor is tried too: the encoder of a scene trained on few views generalises poorly."""
     refined_candidates: int = 2
-    """Best-ranked candidates refined per new frame."""
+    """Best-ranked candidates refined per new frame (the lowest residual wins)."""
     psnr_tolerance: float = 24.0
-    """dB below the training views' PSNR at which confidence reaches 0."""
+    """dB below the training views' PSNR at which the fit confidence reaches 0."""
+    contrast_range: tuple[float, float] = (0.25, 0.75)
+    """Contrasts mapped to confidence 0 and 1."""
     min_confidence: float = 0.5
     """Registrations below this are rejected."""
     outlier_mads: float = 4.0
     """A view is an outlier when its log residual lies this many MADs above the median."""
+    suspect_mads: float = 2.0
+    """The same, for setting a view aside to re-pose it (lenient: a few flipped views also drag
+    their neighbours' residuals up, and a suspect that fits after all simply comes back)."""
 
 
 @dataclass
@@ -69,17 +86,26 @@ class Registration:
     accepted_B: Tensor
     probability_B: Tensor
     """Encoder probability of the hypothesis the pose came from."""
+    contrast_B: Tensor
+    """1 - residual / median residual over the candidate poses (both at the search size)."""
 
 
-def view_residuals(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_B44: Tensor) -> Tensor:
-    """(B,) full-image MSE of each view rendered from its pose (images in [0, 1], any size)."""
+@torch.no_grad()
+def view_residuals(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_B44: Tensor,
+                   rays_per_chunk: int = 16384) -> Tensor:
+    """(B,) full-image MSE of each view rendered from its pose (images in [0, 1], any size;
+    deterministic samples, as many per ray as in training)."""
+    b, h, w, _ = images_BHW3.shape
+    uv_P2 = cameras.pixel_grid(h, w, device=images_BHW3.device)
+    per_chunk = max(1, rays_per_chunk // (h * w))
     residuals = []
-    with torch.no_grad():
-        for image_HW3, K_33, c2w_44 in zip(images_BHW3, K_B33, c2w_B44):
-            h, w, _ = image_HW3.shape
-            rendered = engine.render_view(K_33, c2w_44, h, w)
-            residuals.append(((rendered - image_HW3) ** 2).mean())
-    return torch.stack(residuals)
+    for start in range(0, b, per_chunk):
+        chunk = slice(start, min(b, start + per_chunk))
+        count = chunk.stop - chunk.start
+        rgb_BP3 = engine.render_pixels(K_B33[chunk], c2w_B44[chunk, None], uv_P2[None].expand(count, -1, -1),
+                                       randomize=False)[:, 0]
+        residuals.append(((rgb_BP3 - images_BHW3[chunk].reshape(count, -1, 3)) ** 2).mean(dim=(-1, -2)))
+    return torch.cat(residuals) if residuals else images_BHW3.new_zeros(0)
 
 
 def refine_poses(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_B44: Tensor,
@@ -104,59 +130,92 @@ def refine_poses(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, 
 
 
 def confidence_from_residual(residual_B: Tensor, reference_psnr: float, config: RefineConfig) -> Tensor:
+    """The fit confidence (module docstring)."""
     psnr_B = -10.0 * torch.log10(residual_B.clamp_min(1e-10))
     return (1.0 - (reference_psnr - psnr_B) / config.psnr_tolerance).clamp(0.0, 1.0)
 
 
 def register_frames(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, reference_psnr: float,
                     config: RefineConfig = RefineConfig(), generator: torch.Generator | None = None) -> Registration:
-    """Poses of new frames in a trained scene: the encoder's top hypotheses, their 180-degree
-    flips and every sphere anchor are compared by rendering at `search_size`; the best
-    `refined_candidates` are refined at `size`, and the lowest residual wins; its confidence
-    compares it with the training views' fit.
+    """Poses of new frames in a trained scene (images_BHW3 in [0, 1], any size, intrinsics K_B33).
 
-    images_BHW3 in [0, 1] at any size with intrinsics K_B33.
+    One encoder pass gives candidates: its top hypotheses and their 180-degree flips, next to
+    every anchor of the viewing sphere (the encoder of a scene trained on few views generalises
+    poorly). All are ranked by their error at `search_size`; the best `refined_candidates` are
+    refined at `size`, and the lowest residual wins.
     """
     b = len(images_BHW3)
+    rows_B = torch.arange(b, device=images_BHW3.device)
     hyp = engine.predict(_encoder_input(images_BHW3, engine.encoder.config.input_size))
-    azimuth_BC, elevation_BC, probability_BC = _candidate_angles(engine, hyp, config.candidates)
-    c = azimuth_BC.shape[1]
+    c2w_BC44, probability_BC = _candidate_poses(engine, hyp, config.candidates)
+    c = c2w_BC44.shape[1]
+    tiny_BHW3, tiny_K_B33 = resize_views(images_BHW3, K_B33, config.search_size)
+    keep = min(config.refined_candidates, c)
+    errors_BC = _candidate_errors(engine, tiny_BHW3, tiny_K_B33, c2w_BC44)
+    best_BJ = errors_BC.topk(keep, dim=1, largest=False).indices
+    small_BHW3, small_K_B33 = (x.repeat_interleave(keep, 0) for x in resize_views(images_BHW3, K_B33, config.size))
+    refined = refine_poses(engine, small_BHW3, small_K_B33, c2w_BC44[rows_B[:, None], best_BJ].reshape(-1, 4, 4),
+                           config, generator)
+    residual_BJ = view_residuals(engine, small_BHW3, small_K_B33, refined).reshape(b, keep)
+    winner_B = residual_BJ.argmin(dim=1)
+    residual_B = residual_BJ[rows_B, winner_B]
+    c2w_B44 = refined.reshape(b, keep, 4, 4)[rows_B, winner_B]
+    contrast_B = 1.0 - view_residuals(engine, tiny_BHW3, tiny_K_B33, c2w_B44) / errors_BC.median(dim=1).values
+    lo, hi = config.contrast_range
+    confidence_B = torch.minimum(confidence_from_residual(residual_B, reference_psnr, config),
+                                 ((contrast_B - lo) / (hi - lo)).clamp(0.0, 1.0))
+    return Registration(c2w_B44=c2w_B44, residual_B=residual_B, confidence_B=confidence_B,
+                        accepted_B=confidence_B >= config.min_confidence,
+                        probability_B=probability_BC[rows_B, best_BJ[rows_B, winner_B]], contrast_B=contrast_B)
+
+
+def _candidate_poses(engine: GenerativeLifting, hyp, count: int) -> tuple[Tensor, Tensor]:
+    """(B, C, 4, 4) candidate poses of each frame and their encoder probability (B, C).
+
+    360 captures: the top `count` hypotheses, each turned by 180 degrees too, then every anchor
+    of the viewing sphere (probability 0). Forward captures (one hypothesis near the reference
+    camera): the hypothesis, and it turned by `FORWARD_TURN_DEG` left, right, up and down, which
+    only the contrast needs (a frame of the scene is seen best from its pose).
+    """
+    if engine.ray_space is not None:
+        c2w_B44 = engine.refinement.free_c2w(hyp)[:, 0]
+        turns_T44 = _small_turns(math.radians(FORWARD_TURN_DEG), c2w_B44.device)
+        c2w_BC44 = torch.cat([c2w_B44[:, None], c2w_B44[:, None] @ turns_T44[None]], dim=1)
+        probability_BC = torch.cat([hyp.probs_BK[:, :1], torch.zeros(len(c2w_B44), len(turns_T44),
+                                                                     device=c2w_B44.device)], dim=1)
+        return c2w_BC44, probability_BC
+    azimuth_BC, elevation_BC, probability_BC = _candidate_angles(engine, hyp, count)
+    b, c = azimuth_BC.shape
     c2w_BC44 = cameras.orbit_c2w(azimuth_BC.reshape(-1), elevation_BC.reshape(-1),
                                  engine.refinement.radius).reshape(b, c, 4, 4)
-    tiny_BHW3, tiny_K_B33 = resize_views(images_BHW3, K_B33, config.search_size)
-    errors_BC = _candidate_errors(engine, tiny_BHW3, tiny_K_B33, c2w_BC44)
-    keep = min(config.refined_candidates, c)
-    best_BJ = errors_BC.topk(keep, dim=1, largest=False).indices
-    rows_B1 = torch.arange(b)[:, None]
-    small_BHW3, small_K_B33 = resize_views(images_BHW3, K_B33, config.size)
-    starts = c2w_BC44[rows_B1, best_BJ].reshape(b * keep, 4, 4)
-    refined = refine_poses(engine, small_BHW3.repeat_interleave(keep, 0), small_K_B33.repeat_interleave(keep, 0),
-                           starts, config, generator)
-    residual_BJ = view_residuals(engine, small_BHW3.repeat_interleave(keep, 0),
-                                 small_K_B33.repeat_interleave(keep, 0), refined).reshape(b, keep)
-    winner_B = residual_BJ.argmin(dim=1)
-    rows_B = torch.arange(b)
-    residual_B = residual_BJ[rows_B, winner_B]
-    confidence_B = confidence_from_residual(residual_B, reference_psnr, config)
-    return Registration(c2w_B44=refined.reshape(b, keep, 4, 4)[rows_B, winner_B], residual_B=residual_B,
-                        confidence_B=confidence_B, accepted_B=confidence_B >= config.min_confidence,
-                        probability_B=probability_BC[rows_B, best_BJ[rows_B, winner_B]])
+    return c2w_BC44, probability_BC
+
+
+def _small_turns(angle: float, device: torch.device) -> Tensor:
+    """(4, 4, 4): rotations by `angle` about the camera's y (left, right) and x (up, down) axes."""
+    omega_T3 = torch.tensor([[0.0, angle, 0.0], [0.0, -angle, 0.0], [angle, 0.0, 0.0], [-angle, 0.0, 0.0]],
+                            device=device)
+    return cameras.se3_exp(torch.cat([torch.zeros_like(omega_T3), omega_T3], dim=1))
 
 
 def _candidate_angles(engine: GenerativeLifting, hyp, count: int) -> tuple[Tensor, Tensor, Tensor]:
     """(azimuth, elevation, encoder probability) of each frame's candidates (B, C): its top
-    `count` hypotheses, each turned by 180 degrees too, then every anchor (probability 0)."""
+    `count` hypotheses, each turned by 180 degrees too, then every anchor of the viewing sphere
+    (probability 0)."""
     probs_BK = hyp.probs_BK
     b = probs_BK.shape[0]
     top_BT = probs_BK.topk(min(count, probs_BK.shape[1]), dim=1).indices
     azimuth_BT, elevation_BT = hyp.azimuth_BK.gather(1, top_BT), hyp.elevation_BK.gather(1, top_BT)
     probability_BT = probs_BK.gather(1, top_BT)
-    anchor_azimuth_A, anchor_elevation_A = anchor_angles(engine.encoder.config.orbit)
-    anchors = [x.to(probs_BK.device)[None].expand(b, -1) for x in (anchor_azimuth_A, anchor_elevation_A)]
-    azimuth = torch.cat([azimuth_BT, azimuth_BT + math.pi, anchors[0]], dim=1)
-    elevation = torch.cat([elevation_BT, elevation_BT, anchors[1]], dim=1)
-    probability = torch.cat([probability_BT, probability_BT, torch.zeros_like(anchors[0])], dim=1)
-    return azimuth, elevation, probability
+    azimuth = [azimuth_BT, azimuth_BT + math.pi]
+    elevation = [elevation_BT, elevation_BT]
+    probability = [probability_BT, probability_BT]
+    anchor_azimuth_A, anchor_elevation_A = (x.to(probs_BK.device)[None].expand(b, -1)
+                                            for x in anchor_angles(engine.encoder.config.orbit))
+    azimuth.append(anchor_azimuth_A)
+    elevation.append(anchor_elevation_A)
+    probability.append(torch.zeros_like(anchor_azimuth_A))
+    return torch.cat(azimuth, dim=1), torch.cat(elevation, dim=1), torch.cat(probability, dim=1)
 
 
 def _candidate_errors(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_BC44: Tensor) -> Tensor:
@@ -166,25 +225,82 @@ def _candidate_errors(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Ten
                           c2w_BC44.reshape(b * c, 4, 4)).reshape(b, c)
 
 
-def find_outliers(residual_N: Tensor, config: RefineConfig = RefineConfig()) -> Tensor:
-    """(N,) bool: views whose residual stays far above the others' (robust z-score of the log
-    residual: median + `outlier_mads` x 1.4826 MAD)."""
+def find_outliers(residual_N: Tensor, config: RefineConfig = RefineConfig(),
+                  reference_N: Tensor | None = None, mads: float | None = None) -> Tensor:
+    """(N,) bool: views whose residual stands far above the others' (robust z-score of the log
+    residual: median + `mads` (default `outlier_mads`) x 1.4826 MAD, over the `reference_N`
+    views if given)."""
     log_N = torch.log(residual_N.clamp_min(1e-10))
-    median = log_N.median()
-    mad = (log_N - median).abs().median().clamp_min(0.05)
-    return log_N > median + config.outlier_mads * 1.4826 * mad
+    reference = log_N if reference_N is None else log_N[reference_N]
+    median = reference.median()
+    mad = (reference - median).abs().median().clamp_min(0.05)
+    return log_N > median + (config.outlier_mads if mads is None else mads) * 1.4826 * mad
 
 
 def search_sphere(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_B44: Tensor,
-                  azimuth_turns: int = 8) -> Tensor:
-    """(B, 4, 4) best of each view's pose turned about the world up axis (+Z, the gauge's) by
-    j * 360/azimuth_turns degrees (j = 0 keeps it; the 180-degree flip is among them for an even
-    count): how an outlier view is re-posed before it may rejoin the field's training."""
+                  azimuth_turns: int = 8) -> tuple[Tensor, Tensor]:
+    """Each view's pose turned about the world up axis (+Z, the gauge's) by j * 360/azimuth_turns
+    degrees (j = 0 keeps it; the 180-degree flip is among them for an even count): the best
+    (B, 4, 4), and the median error over all turns (B,), what the contrast of the best is
+    measured against. How a suspect view is re-posed before it may rejoin the field's training."""
     turns_J = torch.arange(azimuth_turns, device=c2w_B44.device) * (2.0 * math.pi / azimuth_turns)
-    rotations_J44 = _turns_about_z(turns_J)
-    c2w_BJ44 = rotations_J44[None] @ c2w_B44[:, None].float()
-    best_B = _candidate_errors(engine, images_BHW3, K_B33, c2w_BJ44).argmin(dim=1)
-    return c2w_BJ44[torch.arange(len(c2w_B44)), best_B]
+    c2w_BJ44 = _turns_about_z(turns_J)[None] @ c2w_B44[:, None].float()
+    errors_BJ = _candidate_errors(engine, images_BHW3, K_B33, c2w_BJ44)
+    return c2w_BJ44[torch.arange(len(c2w_B44)), errors_BJ.argmin(dim=1)], errors_BJ.median(dim=1).values
+
+
+@dataclass
+class OutlierCorrection:
+    """Outcome of `correct_outliers` for N views."""
+
+    c2w_N44: Tensor
+    """Poses after re-posing the suspect views (the others unchanged)."""
+    outlier_N: Tensor
+    """Suspects that fit from no pose: keep them out of the field's training."""
+    reposed_N: Tensor
+    """Suspects whose pose the search replaced (they rejoin training)."""
+    residual_N: Tensor
+    """Full-image MSE at `config.size` after the correction."""
+
+
+def suspect_views(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tensor, c2w_N44: Tensor,
+                  config: RefineConfig = RefineConfig()) -> Tensor:
+    """(N,) bool: views whose residual stands out (`find_outliers` with `suspect_mads`) at `config.size`."""
+    small_NHW3, small_K_N33 = resize_views(images_NHW3, K_N33, config.size)
+    residual_N = view_residuals(engine, small_NHW3, small_K_N33, c2w_N44.detach().float())
+    return find_outliers(residual_N, config, mads=config.suspect_mads)
+
+
+def correct_outliers(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tensor, c2w_N44: Tensor,
+                     suspects_N: Tensor, config: RefineConfig = RefineConfig(),
+                     generator: torch.Generator | None = None) -> OutlierCorrection:
+    """SparseAGS's outlier step, once the field has been trained without the suspect views:
+    each suspect is re-posed by the search over the viewing sphere plus refinement (the new pose
+    kept when it lowers the residual). A suspect is an outlier (wrong in a way no pose fixes:
+    another scene, a blurred or occluded frame) when its contrast stays low: seen from its pose
+    it is not much better explained than from around the sphere (as in registration; its
+    residual is not compared with the other views': the field has just been trained without
+    the suspects, so even a right pose renders them as unseen views, worse than trained ones)."""
+    small_NHW3, small_K_N33 = resize_views(images_NHW3, K_N33, config.size)
+    c2w_N44 = c2w_N44.detach().float().clone()
+    residual_N = view_residuals(engine, small_NHW3, small_K_N33, c2w_N44)
+    suspects = torch.nonzero(suspects_N)[:, 0]
+    reposed_N = torch.zeros(len(c2w_N44), dtype=torch.bool, device=c2w_N44.device)
+    outlier_N = torch.zeros_like(reposed_N)
+    if len(suspects) == 0:
+        return OutlierCorrection(c2w_N44=c2w_N44, outlier_N=outlier_N, reposed_N=reposed_N, residual_N=residual_N)
+    found, median_error = search_sphere(engine, small_NHW3[suspects], small_K_N33[suspects], c2w_N44[suspects])
+    refined = refine_poses(engine, small_NHW3[suspects], small_K_N33[suspects], found, config, generator)
+    new_residual = view_residuals(engine, small_NHW3[suspects], small_K_N33[suspects], refined)
+    better = new_residual < residual_N[suspects]
+    c2w_N44[suspects[better]] = refined[better]
+    residual_N[suspects[better]] = new_residual[better]
+    reposed_N[suspects[better]] = True
+    lo, hi = config.contrast_range
+    contrast = 1.0 - residual_N[suspects] / median_error
+    outlier_N[suspects] = ((contrast - lo) / (hi - lo)).clamp(0, 1) < config.min_confidence
+    return OutlierCorrection(c2w_N44=c2w_N44, outlier_N=outlier_N, reposed_N=reposed_N & ~outlier_N,
+                             residual_N=residual_N)
 
 
 def _turns_about_z(angles_J: Tensor) -> Tensor:

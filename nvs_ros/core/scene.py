@@ -16,6 +16,7 @@ from torch import Tensor
 
 from nvs_ros.core.diffusion import GenerativeLifting
 from nvs_ros.core.field import RadianceField
+from nvs_ros.core.forward_poses import build_forward_engine
 from nvs_ros.core.orbit_poses import PoseRefinement
 from nvs_ros.core.pose_encoder import PoseEncoder
 from nvs_ros.core.refine import RefineConfig, Registration, register_frames, resize_views, view_residuals
@@ -26,8 +27,14 @@ STATE_VERSION = 1
 
 
 def build_engine(config: TrainerConfig, num_images: int, radius: float) -> GenerativeLifting:
-    """A fresh engine (coarse field, random encoder, zero refinements) for `config`."""
-    field = RadianceField(dataclasses.replace(config.field, resolution=config.coarse_grid))
+    """A fresh engine (coarse field, random encoder, zero refinements) for `config`; `radius` is
+    the 360 gauge's camera distance (forward mode has none)."""
+    coarse_field = dataclasses.replace(config.field, resolution=config.coarse_grid)
+    if config.mode == "forward":
+        # the NDC map's intrinsics are buffers: a loaded state dict brings the trained ones
+        return build_forward_engine(num_images, torch.eye(3), 2, 2, config.forward, config.encoder, coarse_field,
+                                    config.diffusion)
+    field = RadianceField(coarse_field)
     refinement = PoseRefinement(num_images, config.encoder.orbit, radius)
     return GenerativeLifting(PoseEncoder(config.encoder), field, refinement, config.diffusion)
 
@@ -49,6 +56,8 @@ class Scene:
     """Median PSNR of the training views rendered from their poses at the registration size:
     what a frame that belongs to the scene reaches."""
     refine: RefineConfig = dataclasses.field(default_factory=RefineConfig)
+    """How frames are registered (a checkpoint keeps only the size `reference_psnr` was measured
+    at: the rest are settings of the caller, not of the scene)."""
 
     @classmethod
     def from_training(cls, engine: GenerativeLifting, config: TrainerConfig, names: list[str], images_NHW3: np.ndarray,
@@ -81,8 +90,8 @@ class Scene:
 
     def state_dict(self) -> dict:
         return {"version": STATE_VERSION, "engine": {k: v.cpu() for k, v in self.engine.state_dict().items()},
-                "config": dataclasses.asdict(self.config), "refine": dataclasses.asdict(self.refine),
-                "radius": self.engine.refinement.radius, "names": list(self.names),
+                "config": dataclasses.asdict(self.config), "reference_size": self.refine.size,
+                "radius": getattr(self.engine.refinement, "radius", 0.0), "names": list(self.names),
                 "c2w_N44": torch.from_numpy(self.c2w_N44), "K_N33": torch.from_numpy(self.K_N33),
                 "image_size": list(self.image_size), "reference_psnr": self.reference_psnr}
 
@@ -98,7 +107,7 @@ class Scene:
         return cls(engine=engine, config=config, names=list(state["names"]),
                    c2w_N44=state["c2w_N44"].double().numpy(), K_N33=state["K_N33"].double().numpy(),
                    image_size=tuple(state["image_size"]), reference_psnr=float(state["reference_psnr"]),
-                   refine=dataclass_from_dict(RefineConfig, state["refine"]))
+                   refine=RefineConfig(size=int(state["reference_size"])))
 
 
 def dataclass_from_dict(cls: type, values: dict) -> typing.Any:

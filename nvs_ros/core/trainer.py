@@ -1,4 +1,4 @@
-"""Per-scene optimisation of Generative Lifting on unposed images (360 captures).
+"""Per-scene optimisation of Generative Lifting on unposed images (360 or forward-facing captures).
 
 Phases (all within one time or iteration budget):
 1. pose learning: encoder + field through the diffusion objective (core.diffusion), coarse
@@ -11,6 +11,9 @@ Phases (all within one time or iteration budget):
    the one with the lowest full-image error (undoes the flips the encoder settles in).
 3. refinement: per-image azimuth/elevation/roll/radius deltas and an se(3) twist, jointly with the
    field, on the photometric loss (as ACE0's pose refiner).
+Forward-facing captures (`mode="forward"`, core.forward_poses): one hypothesis per image near a
+reference camera, the field in that camera's NDC; the same phases, where re-assignment has no
+flips to undo and is skipped (the encoder's twist becomes each image's base).
 `poses="gt"` is the oracle: the field alone is trained with the given poses (moved into the
 same gauge), to measure the gap between estimated and known poses.
 
@@ -34,9 +37,11 @@ from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.cameras import pixel_grid
 from nvs_ros.core.diffusion import DiffusionConfig, GenerativeLifting, t_max_at
 from nvs_ros.core.field import FieldConfig, RadianceField
+from nvs_ros.core.forward_poses import ForwardConfig, build_forward_engine, forward_gauge
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.orbit_poses import PoseRefinement, orbit_radius_for_fov
 from nvs_ros.core.pose_encoder import PoseEncoder, PoseEncoderConfig
+from nvs_ros.core.refine import correct_outliers, suspect_views
 
 _log = logging.getLogger(__name__)
 
@@ -45,6 +50,9 @@ _log = logging.getLogger(__name__)
 class TrainerConfig:
     """Budget, phases and learning rates of one reconstruction."""
 
+    mode: Literal["360", "forward"] = "360"
+    """Capture type: cameras around the scene (orbit anchors, world-space box) or facing one
+    way (core.forward_poses: K = 1 near a reference camera, NDC field; `forward` configures it)."""
     time_budget_s: float | None = 600.0
     """Wall-clock budget of the training phases (re-assignment and the final evaluation render
     come on top: seconds at 64 px); None: only `iterations` counts."""
@@ -71,6 +79,10 @@ class TrainerConfig:
     refine_fraction: float = 0.2
     """Share of the budget for re-assignment + refinement (0 disables both)."""
     reassign_size: int = 32
+    outlier_correction: bool = True
+    """Halfway through refinement (360 captures), views whose photometric residual stands out
+    are re-posed by a search over the viewing sphere; those that still do not fit are taken
+    out of the field's training and reported unregistered (core.refine.correct_outliers)."""
     restarts: int = 1
     """Seeds of the pose-learning phase; the lowest photometric loss wins."""
     seed: int = 0
@@ -87,7 +99,20 @@ class TrainerConfig:
     max_rollbacks: int = 10
     encoder: PoseEncoderConfig = field(default_factory=PoseEncoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    forward: ForwardConfig = field(default_factory=ForwardConfig)
     field: FieldConfig = field(default_factory=FieldConfig)
+
+
+FORWARD_SETTINGS = {"refine_fraction": 0.5, "lr_refine": 1e-2}
+"""Where the forward mode's best settings differ from the defaults (tuned on 360 captures).
+Measured on llff_fern (20 views, 64 px, 570 steps, seed 0): defaults RRA@15 1.00, CCA@0.1 0.55,
+median relative rotation error 1.6 degrees; refine_fraction 0.5 alone 1.00 / 0.55 / 1.0;
+with lr_refine 1e-2 too 1.00 / 1.00 / 0.8 (a longer, faster per-image twist refinement)."""
+
+
+def config_for_mode(mode: Literal["360", "forward"], **settings) -> "TrainerConfig":
+    """A TrainerConfig for `mode` with that mode's best measured defaults, then `settings`."""
+    return TrainerConfig(mode=mode, **{**(FORWARD_SETTINGS if mode == "forward" else {}), **settings})
 
 
 @dataclass
@@ -109,7 +134,8 @@ class ReconstructionResult:
 
     c2w_N44: np.ndarray
     """Camera-to-world, float64, OpenCV axes, in the field's world frame (the gauge: cameras
-    around the origin at distance `radius`, +Z up)."""
+    around the origin at distance `radius`, +Z up; forward: near the reference camera, the
+    identity, in units of its near plane)."""
     confidence_N: np.ndarray
     """Photometric fit of each image in [0, 1]: (PSNR - 10 dB) / 20 dB, clipped."""
     probability_N: np.ndarray
@@ -118,6 +144,7 @@ class ReconstructionResult:
     """Full-image MSE at the fine size, colours in [0, 1]."""
     engine: GenerativeLifting
     radius: float
+    """Camera distance of the 360 gauge (forward: the near-plane depth)."""
     curves: list[dict]
     """One dict per step: step, time (s since the start), loss, phase, lr (the field grid's,
     after the cosine decay; every other rate decays by the same factor)."""
@@ -126,28 +153,43 @@ class ReconstructionResult:
     restart_losses: list[float]
     """Per restart: mean full-image MSE from the top hypotheses (the oracle: its training loss)."""
     rollbacks: int
+    outlier_N: np.ndarray = None  # type: ignore[assignment]
+    """Views the outlier correction took out (they do not fit the scene); none by default."""
+    reposed_N: np.ndarray = None  # type: ignore[assignment]
+    """Views the outlier correction moved to a better pose."""
+
+    def __post_init__(self) -> None:
+        n = len(self.c2w_N44)
+        self.outlier_N = np.zeros(n, dtype=bool) if self.outlier_N is None else self.outlier_N
+        self.reposed_N = np.zeros(n, dtype=bool) if self.reposed_N is None else self.reposed_N
 
     def camera_estimates(self, image_set: ImageSet) -> CameraEstimates:
         n = len(image_set)
         sizes_N2 = np.tile([image_set.width, image_set.height], (n, 1))
-        return CameraEstimates(names=list(image_set.names), c2w_N44=self.c2w_N44,
-                               registered_N=np.ones(n, dtype=bool), K_N33=image_set.K_N33,
-                               sizes_N2=sizes_N2, confidence_N=self.confidence_N)
+        c2w_N44 = np.where(self.outlier_N[:, None, None], np.nan, self.c2w_N44)
+        return CameraEstimates(names=list(image_set.names), c2w_N44=c2w_N44, registered_N=~self.outlier_N,
+                               K_N33=image_set.K_N33, sizes_N2=sizes_N2,
+                               confidence_N=np.where(self.outlier_N, 0.0, self.confidence_N))
 
 
 def reconstruct(image_set: ImageSet, config: TrainerConfig = TrainerConfig(),
-                progress_callback: Callable[[TrainingProgress], None] | None = None) -> ReconstructionResult:
-    """Cameras and a radiance field from the images of a 360 capture (intrinsics given).
+                progress_callback: Callable[[TrainingProgress], None] | None = None,
+                initial_c2w_N44: np.ndarray | None = None) -> ReconstructionResult:
+    """Cameras and a radiance field from the images of a 360 or forward capture (intrinsics given).
 
     Only `config.poses == "gt"` reads `image_set.c2w_N44`; otherwise pass
-    `image_set.without_ground_truth()`.
+    `image_set.without_ground_truth()`. `initial_c2w_N44` (360 captures; any frame and scale,
+    NaN rows unknown) replaces the pose-learning phase: the poses are moved into the gauge and
+    refined with the field, outlier correction included (`--init features|poses`).
     """
     if config.poses == "gt" and not image_set.has_ground_truth:
         raise ValueError("poses='gt' needs an image set with ground-truth poses")
     if config.time_budget_s is None and config.iterations is None:
         raise ValueError("give a time budget, an iteration count or both")
     run = _Run(image_set, config, progress_callback)
-    return run.oracle() if config.poses == "gt" else run.estimate()
+    if config.poses == "gt":
+        return run.oracle()
+    return run.estimate() if initial_c2w_N44 is None else run.refine_from(initial_c2w_N44)
 
 
 # ----------------------------------------------------------------------------- budget
@@ -227,6 +269,9 @@ class _Run:
         self.rollbacks = 0
         self.n = len(image_set)
         self.gt_c2w_N44 = image_set.c2w_N44 if config.poses == "gt" else None
+        self.active_N = torch.ones(self.n, dtype=torch.bool)
+        self.outlier_N = np.zeros(self.n, dtype=bool)
+        self.reposed_N = np.zeros(self.n, dtype=bool)
         self.gt_c2w: Tensor | None = None
         """The oracle's poses in the gauge, on the device (set by `oracle`)."""
         self.image_set = image_set.without_ground_truth()
@@ -235,7 +280,8 @@ class _Run:
         coarse = self._level(config.coarse_size)
         scene_radius = config.scene_radius or float(config.field.box_half_size)
         _, h, w, _ = coarse[0].shape
-        self.radius = orbit_radius_for_fov(coarse[1][0].cpu(), h, w, scene_radius)
+        self.radius = (config.forward.near if config.mode == "forward"
+                       else orbit_radius_for_fov(coarse[1][0].cpu(), h, w, scene_radius))
 
     # ---- data
 
@@ -259,9 +305,19 @@ class _Run:
 
     def _new_engine(self, seed: int) -> GenerativeLifting:
         torch.manual_seed(seed)
+        if self.config.mode == "forward":
+            return self._new_forward_engine()
         field_ = RadianceField(replace(self.config.field, resolution=self.config.coarse_grid))
         refinement = PoseRefinement(self.n, self.config.encoder.orbit, self.radius)
         engine = GenerativeLifting(PoseEncoder(self.config.encoder), field_, refinement, self.config.diffusion)
+        return engine.to(self.device)
+
+    def _new_forward_engine(self) -> GenerativeLifting:
+        images, K = self._level(self.config.coarse_size)
+        _, h, w, _ = images.shape
+        engine = build_forward_engine(self.n, K[0].cpu(), h, w, self.config.forward, self.config.encoder,
+                                      replace(self.config.field, resolution=self.config.coarse_grid),
+                                      self.config.diffusion)
         return engine.to(self.device)
 
     def _field_optimizer(self, engine: GenerativeLifting) -> torch.optim.Optimizer:
@@ -273,7 +329,7 @@ class _Run:
         return torch.optim.Adam(groups)
 
     def _pose_optimizer(self, engine: GenerativeLifting, refine_lr: float, encoder: bool) -> torch.optim.Optimizer:
-        groups = [{"params": [engine.refinement.delta_N4, engine.refinement.twist_N6], "lr": refine_lr,
+        groups = [{"params": engine.refinement.refinement_parameters(), "lr": refine_lr,
                    "initial_lr": refine_lr}]
         if encoder:
             groups.append({"params": list(engine.encoder.parameters()), "lr": self.config.lr_encoder,
@@ -336,7 +392,9 @@ class _Run:
             self.callback(TrainingProgress(self.step, elapsed, phase, loss, min(1.0, fraction), engine))
 
     def _batch(self, generator: torch.Generator) -> Tensor:
-        return torch.randperm(self.n, generator=generator)[: self.config.batch_images].to(self.device)
+        """Random images of the batch, among those still in training (outliers are not)."""
+        active = torch.nonzero(self.active_N)[:, 0]
+        return active[torch.randperm(len(active), generator=generator)[: self.config.batch_images]].to(self.device)
 
     # ---- pose estimation
 
@@ -360,22 +418,72 @@ class _Run:
                 best = (loss, seed, engine)
         _, seed, engine = best
         self.generator = torch.Generator().manual_seed(seed + 1000)
-        probability_N = self._reassign(engine) if config.refine_fraction > 0 else self._top_as_base(engine)
+        reassign = config.refine_fraction > 0 and config.mode == "360"
+        probability_N = self._reassign(engine) if reassign else self._top_as_base(engine)
         if config.refine_fraction > 0:
-            self._optimise(engine, _Budget(config, config.refine_fraction), "refine", self._posed_loss,
-                           self.generator, self._pose_optimizer(engine, config.lr_refine, False), None,
-                           (learn_share, config.refine_fraction))
+            self._refine(engine, learn_share, config.refine_fraction, fine_at=None)
         with torch.no_grad():
             c2w_N44 = engine.refinement.base_c2w(torch.arange(self.n, device=self.device))
         return self._result(engine, c2w_N44, probability_N, seed, restart_losses)
+
+    def _refine(self, engine: GenerativeLifting, start: float, share: float, fine_at: float | None) -> None:
+        """The refinement phase: poses and field on the photometric loss. With the outlier
+        correction (360 captures) it runs in thirds: all views; without the views whose
+        residual stands out (suspects); after re-posing the suspects, with those that fit."""
+        config = self.config
+        parts = 3 if config.outlier_correction and config.mode == "360" else 1
+        for i in range(parts):
+            if i == 1:
+                self._set_suspects_aside(engine)
+            if i == 2:
+                self._correct_outliers(engine)
+            self._optimise(engine, _Budget(config, share / parts), "refine", self._posed_loss, self.generator,
+                           self._pose_optimizer(engine, config.lr_refine, False), fine_at if i == 0 else None,
+                           (start + i * share / parts, share / parts))
+
+    def _set_suspects_aside(self, engine: GenerativeLifting) -> None:
+        images, K = self._level(self.config.fine_size)
+        with torch.no_grad():
+            c2w_N44 = engine.refinement.base_c2w(torch.arange(self.n, device=self.device))
+        self.suspects_N = suspect_views(engine, images, K, c2w_N44)
+        self.active_N = ~self.suspects_N.cpu()
+        _log.info("outlier correction: %d suspect views set aside", int(self.suspects_N.sum()))
+
+    def _correct_outliers(self, engine: GenerativeLifting) -> None:
+        images, K = self._level(self.config.fine_size)
+        index_N = torch.arange(self.n, device=self.device)
+        with torch.no_grad():
+            c2w_N44 = engine.refinement.base_c2w(index_N)
+        correction = correct_outliers(engine, images, K, c2w_N44, self.suspects_N, generator=self.generator)
+        reposed = torch.nonzero(correction.reposed_N)[:, 0]
+        if len(reposed):
+            engine.refinement.set_poses(reposed, correction.c2w_N44[reposed])
+        self.reposed_N = correction.reposed_N.cpu().numpy()
+        self.outlier_N = correction.outlier_N.cpu().numpy()
+        self.active_N = ~correction.outlier_N.cpu()
+        _log.info("outlier correction: %d views re-posed, %d taken out", len(reposed), int(self.outlier_N.sum()))
+
+    def refine_from(self, initial_c2w_N44: np.ndarray) -> ReconstructionResult:
+        """Poses from elsewhere (features, odometry) instead of the pose-learning phase."""
+        if self.config.mode != "360":
+            raise ValueError("initial poses are supported for 360 captures")
+        engine = self._new_engine(self.config.seed)
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        c2w_N44 = _into_gauge(_upright(_fill_unknown(initial_c2w_N44)), self.radius)
+        engine.refinement.start_at(torch.from_numpy(c2w_N44).float().to(self.device))
+        self._refine(engine, 0.0, 1.0, fine_at=self.config.fine_at)
+        with torch.no_grad():
+            c2w = engine.refinement.base_c2w(torch.arange(self.n, device=self.device))
+        return self._result(engine, c2w, np.full(self.n, np.nan), self.config.seed, [])
 
     @torch.no_grad()
     def _top_hypothesis_error(self, engine: GenerativeLifting) -> float:
         """Mean full-image MSE (reassign_size) of every image from its most likely hypothesis:
         how restarts are compared, without ground truth."""
-        azimuth_N, elevation_N, _ = engine.predict(self.x0_N3SS).top()
-        return float(self._full_image_errors(engine, azimuth_N[:, None], elevation_N[:, None],
-                                             self.config.reassign_size).mean())
+        hyp = engine.predict(self.x0_N3SS)
+        index_N = torch.arange(self.n, device=self.device)
+        c2w_N144 = engine.refinement.hypotheses_c2w(hyp, index_N)[index_N, hyp.probs_BK.argmax(dim=-1)][:, None]
+        return float(self._full_image_errors(engine, c2w_N144, self.config.reassign_size).mean())
 
     def _diffusion_loss(self, engine: GenerativeLifting, progress: float, generator: torch.Generator,
                         fine: bool) -> Tensor:
@@ -393,9 +501,7 @@ class _Run:
         return engine.posed_loss(images[index_B], K[index_B], c2w_B44, generator) + _field_regulariser(engine)
 
     def _top_as_base(self, engine: GenerativeLifting) -> np.ndarray:
-        hyp = engine.predict(self.x0_N3SS)
-        azimuth_N, elevation_N, probability_N = hyp.top()
-        engine.refinement.set_base(azimuth_N, elevation_N)
+        probability_N = engine.refinement.set_base_to_top(engine.predict(self.x0_N3SS))
         return probability_N.cpu().numpy().astype(np.float64)
 
     @torch.no_grad()
@@ -405,33 +511,34 @@ class _Run:
         azimuth_N, elevation_N, probability_N = hyp.top()
         turns_J = torch.arange(8, device=self.device) * (math.pi / 4)
         candidates_NJ = azimuth_N[:, None] + turns_J
-        errors_NJ = self._full_image_errors(engine, candidates_NJ, elevation_N[:, None].expand_as(candidates_NJ),
-                                            self.config.reassign_size)
+        c2w_NJ44 = engine.refinement.c2w(candidates_NJ, elevation_N[:, None].expand_as(candidates_NJ),
+                                         torch.arange(self.n, device=self.device))
+        errors_NJ = self._full_image_errors(engine, c2w_NJ44, self.config.reassign_size)
         best_N = errors_NJ.argmin(dim=1)
         moved = int((best_N != 0).sum())
         _log.info("re-assignment moved %d of %d images", moved, self.n)
         engine.refinement.set_base(candidates_NJ.gather(1, best_N[:, None])[:, 0], elevation_N)
         return probability_N.cpu().numpy().astype(np.float64)
 
-    def _full_image_errors(self, engine: GenerativeLifting, azimuth_NJ: Tensor, elevation_NJ: Tensor,
-                           size: int) -> Tensor:
+    def _full_image_errors(self, engine: GenerativeLifting, c2w_NJ44: Tensor, size: int) -> Tensor:
+        """(N, J) full-image MSE of every image seen from each of its J candidate poses."""
         images, K = self._level(size)
         _, h, w, _ = images.shape
         uv_P2 = pixel_grid(h, w, device=self.device)
         errors = []
-        per_chunk = max(1, 16384 // (h * w * azimuth_NJ.shape[1]))
+        per_chunk = max(1, 16384 // (h * w * c2w_NJ44.shape[1]))
         for start in range(0, self.n, per_chunk):
             index = torch.arange(start, min(self.n, start + per_chunk), device=self.device)
-            c2w = engine.refinement.c2w(azimuth_NJ[index], elevation_NJ[index], index)
             uv = uv_P2[None].expand(len(index), -1, -1)
-            rgb = engine.render_pixels(K[index], c2w, uv, randomize=False)
+            rgb = engine.render_pixels(K[index], c2w_NJ44[index], uv, randomize=False)
             errors.append(((rgb - images[index].reshape(len(index), 1, -1, 3)) ** 2).mean(dim=(-1, -2)))
         return torch.cat(errors)
 
     # ---- oracle
 
     def oracle(self) -> ReconstructionResult:
-        c2w_N44 = _into_gauge(self.gt_c2w_N44, self.radius)
+        c2w_N44 = (forward_gauge(self.gt_c2w_N44, self.config.forward) if self.config.mode == "forward"
+                   else _into_gauge(self.gt_c2w_N44, self.radius))
         self.gt_c2w = torch.from_numpy(c2w_N44).float().to(self.device)
         engine = self._new_engine(self.config.seed)
         generator = torch.Generator().manual_seed(self.config.seed)
@@ -462,12 +569,43 @@ class _Run:
         return ReconstructionResult(
             c2w_N44=c2w_N44.double().cpu().numpy(), confidence_N=np.clip((psnr_N - 10.0) / 20.0, 0.0, 1.0),
             probability_N=probability_N, photometric_error_N=error_N, engine=engine, radius=self.radius,
-            curves=self.curves, seed=seed, restart_losses=restart_losses, rollbacks=self.rollbacks)
+            curves=self.curves, seed=seed, restart_losses=restart_losses, rollbacks=self.rollbacks,
+            outlier_N=self.outlier_N, reposed_N=self.reposed_N)
 
 
 def _field_regulariser(engine: GenerativeLifting) -> Tensor | float:
     weight = engine.field.config.tv_weight
     return weight * engine.field.tv_loss() if weight > 0 else 0.0
+
+
+def _fill_unknown(c2w_N44: np.ndarray) -> np.ndarray:
+    """Rows without a pose (NaN) take the nearest known one in capture order."""
+    known = np.flatnonzero(np.isfinite(c2w_N44).all(axis=(1, 2)))
+    if len(known) < 2:
+        raise ValueError(f"initial poses: {len(known)} of {len(c2w_N44)} known, need at least 2")
+    nearest = known[np.abs(np.arange(len(c2w_N44))[:, None] - known[None]).argmin(axis=1)]
+    return np.asarray(c2w_N44, dtype=np.float64)[nearest]
+
+
+def _upright(c2w_N44: np.ndarray) -> np.ndarray:
+    """Poses turned so that the cameras' mean "up" (-y of the OpenCV camera) is world +Z, the
+    gauge's up: people and robots hold cameras upright, and chained poses live in the first
+    camera's frame (y down). Z-up poses (REP 103 odometry, ring captures) barely move."""
+    up_3 = -c2w_N44[:, :3, 1].mean(axis=0)
+    up_3 /= max(np.linalg.norm(up_3), 1e-12)
+    z_3 = np.array([0.0, 0.0, 1.0])
+    axis_3, cos = np.cross(up_3, z_3), float(up_3 @ z_3)
+    sin = np.linalg.norm(axis_3)
+    if sin < 1e-9:
+        R = np.eye(3) if cos > 0 else np.diag([1.0, -1.0, -1.0])
+    else:
+        k = axis_3 / sin
+        K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+        R = np.eye(3) + sin * K + (1 - cos) * K @ K
+    out_N44 = np.array(c2w_N44, dtype=np.float64, copy=True)
+    out_N44[:, :3, :3] = R @ c2w_N44[:, :3, :3]
+    out_N44[:, :3, 3] = c2w_N44[:, :3, 3] @ R.T
+    return out_N44
 
 
 def _into_gauge(c2w_N44: np.ndarray, radius: float) -> np.ndarray:

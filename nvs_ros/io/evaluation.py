@@ -1,5 +1,6 @@
 """Score any output folder against a dataset's ground truth, matching images by name."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,16 @@ def score_estimates(estimates: CameraEstimates, ground_truth: ImageSet) -> dict:
 
 
 def write_metrics(out_dir: Path, estimates: CameraEstimates, ground_truth: ImageSet) -> dict:
-    """Score `estimates` (read from `out_dir`) and write `out_dir/metrics.json`; returns the metrics."""
-    metrics = score_estimates(estimates, ground_truth)
+    """Score `estimates` (read from `out_dir`) into `out_dir/metrics.json`; returns the metrics.
+    What else the file holds (the view-synthesis scores of a reconstruction) is kept."""
+    path = Path(out_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):  # a damaged file is replaced, not a reason to fail
+        metrics = {}
+    metrics.update(score_estimates(estimates, ground_truth))
     metrics["ground_truth"] = ground_truth.source
-    write_json(Path(out_dir) / "metrics.json", metrics)
+    write_json(path, metrics)
     return metrics
 
 

@@ -1,40 +1,77 @@
-"""nvs_node: the camera front end of nvs_ros.
+"""nvs_node: camera in; TF, keyframe path, point cloud, frusta and synthesized views out.
 
-Today it ingests the camera (raw or compressed images + CameraInfo, or fallback intrinsics),
-converts and validates every frame, skips bad input with a throttled warning, selects
-keyframes into a bounded buffer, and reports ingest health on /diagnostics. Poses, point clouds and rendered views are published once the
-engine is connected (see README, "ROS 2").
+The image callback ingests the camera (raw or compressed images + CameraInfo, or fallback
+intrinsics), converts and validates every frame, skips bad input with a throttled warning and
+selects keyframes; accepted keyframes are queued for the scene worker (ros/scene_worker.py),
+which owns the LiveScene, trains it in slices and hands back poses, the cloud and rendered
+views. This node publishes them (REP 103/105, see README "ROS 2"):
+    /tf                       map -> camera optical frame (or map -> odom, see below)
+    ~/keyframe_path           nav_msgs/Path, reliable + transient local
+    ~/point_cloud             sensor_msgs/PointCloud2 x y z rgb, reliable + transient local
+    ~/keyframe_frusta         visualization_msgs/MarkerArray, reliable + transient local
+    ~/latest_view[_depth]     the view from the newest keyframe after each training round
+    ~/rendered_image, ~/rendered_depth   the view from a pose sent to ~/render_pose
+    /diagnostics              camera input + scene status
+and serves ~/save and ~/reset (std_srvs/Trigger). When TF already connects `odom_frame` to
+the camera frame (odometry tree), the node publishes map -> odom, never a second parent.
 
     nvs_node --ros-args --params-file config/nvs.yaml -r /camera/image_raw:=/my/image
 """
 
+import logging
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import rclpy
+import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Path as PathMsg
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
+from visualization_msgs.msg import MarkerArray
 
 from nvs_ros.core.cameras import intrinsics_matrix
 from nvs_ros.core.keyframes import KeyframeBuffer, KeyframeConfig
+from nvs_ros.core.live_scene import KeyframePoses, LiveSceneConfig
 from nvs_ros.io.image_files import downscale, rescale_intrinsics
-from nvs_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8
+from nvs_ros.ros.image_conversion import (ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8,
+                                          numpy_to_image_msg)
+from nvs_ros.ros.keyframe_path import keyframe_path
+from nvs_ros.ros.markers import frustum_depth, frustum_markers
 from nvs_ros.ros.params import NodeConfig, ParameterError, declare_node_config
-from nvs_ros.ros.qos import IMAGE_QOS, RELIABLE_IMAGE_QOS
-from nvs_ros.ros.transforms import stamp_to_ns
+from nvs_ros.ros.point_cloud_msg import point_cloud_msg
+from nvs_ros.ros.qos import (IMAGE_QOS, LATCHED_QOS, RELIABLE_IMAGE_QOS, TF_LISTENER_QOS,
+                             TF_STATIC_LISTENER_QOS)
+from nvs_ros.ros.scene_worker import QueuedKeyframe, RenderedView, RenderRequest, SceneWorker
+from nvs_ros.ros.tf_broadcaster import TfBroadcaster
+from nvs_ros.ros.tf_tree import TfTree, map_to_odom
+from nvs_ros.ros.transforms import matrix_to_transform_stamped, ns_to_stamp, pose_to_matrix, stamp_to_ns
 
+RCLError = rclpy_implementation.RCLError
 SKIP_LOG_PERIOD_S = 5.0
 FRAMES_WAITING_FOR_CAMERA_INFO = 10
 """Frames kept while the first CameraInfo is on its way: a driver (or a bag) publishes image
 and CameraInfo together, and either may arrive first."""
 NO_INTRINSICS = ("no CameraInfo received yet and no fallback intrinsics set "
                  "(parameters fallback_fx/fy/cx/cy)")
+DEFAULT_CAMERA_FRAME = "camera_optical_frame"
+RENDER_FRAME = "nvs_render_optical_frame"
+"""Optical frame of views rendered on request (map -> it is sent with each one)."""
+SERVICE_SLACK_S = 120.0
+"""A service waits for the worker at most one training round + one slice + this."""
 
 
 @dataclass
@@ -102,13 +139,28 @@ class NvsNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("nvs_node", **kwargs)
         self.config = declare_node_config(self)
+        _check_device(self.config.device)
         self.stats = IngestStats()
         self.intrinsics = CameraIntrinsics(self.config)
-        self._waiting: deque[tuple[Time, np.ndarray]] = deque()
-        self.keyframes = KeyframeBuffer(
-            KeyframeConfig(capacity=self.config.keyframe_capacity,
-                           min_novelty=self.config.keyframe_min_novelty),
-            max_side=self.config.working_max_side)
+        self._waiting: deque[tuple[Header, np.ndarray]] = deque()
+        self.keyframes = self._new_keyframe_buffer()
+        self._camera_frame = self.config.camera_frame or DEFAULT_CAMERA_FRAME
+        self._render_camera: tuple[np.ndarray, int, int] | None = None
+        """K and (width, height) of the newest frame at the working size: rendered views use them."""
+        self._last_tf: tuple[np.ndarray, str, str] | None = None
+        """(T_parent_child, parent, child) last sent on /tf."""
+        self._last_tf_stamp: Time | None = None
+        if self.config.torch_threads:
+            torch.set_num_threads(self.config.torch_threads)
+        self.worker = SceneWorker(
+            LiveSceneConfig(min_keyframes=self.config.min_keyframes, round_budget_s=self.config.round_budget_s,
+                            device=self.config.device, seed=self.config.seed,
+                            max_keyframes=self.config.keyframe_capacity),
+            slice_s=self.config.train_slice_s, queue_size=self.config.keyframe_queue_size,
+            cloud_points=self.config.cloud_max_points, run_info={"config": asdict(self.config)},
+            on_products=lambda: self._products_ready.trigger())
+        self._keyframes_generation = self.worker.generation
+
         image_qos = RELIABLE_IMAGE_QOS if self.config.reliable_qos else IMAGE_QOS
         if self.config.image_transport == "compressed":
             self.create_subscription(CompressedImage, f"{self.config.image_topic}/compressed",
@@ -118,11 +170,45 @@ class NvsNode(Node):
                                      lambda msg: self._on_image(msg, image_msg_to_rgb8), image_qos)
         # Best effort matches camera drivers that publish CameraInfo either way.
         self.create_subscription(CameraInfo, self.config.camera_info_topic, self._on_camera_info, IMAGE_QOS)
-        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
-        self.get_logger().info(f"listening on {self.config.image_topic} ({self.config.image_transport}) "
-                               f"and {self.config.camera_info_topic}")
+        self.create_subscription(PoseStamped, "~/render_pose", self._on_render_pose, 10)
+        self.tf_tree = TfTree(ignored_parents=[self.config.map_frame])
+        self.create_subscription(TFMessage, "/tf", self.tf_tree.add, TF_LISTENER_QOS)
+        self.create_subscription(TFMessage, "/tf_static", lambda msg: self.tf_tree.add(msg, static=True),
+                                 TF_STATIC_LISTENER_QOS)
 
+        self._tf = TfBroadcaster(self)
+        self._path_pub = self.create_publisher(PathMsg, "~/keyframe_path", LATCHED_QOS)
+        self._cloud_pub = self.create_publisher(PointCloud2, "~/point_cloud", LATCHED_QOS)
+        self._frusta_pub = self.create_publisher(MarkerArray, "~/keyframe_frusta", LATCHED_QOS)
+        self._view_pubs = {name: self.create_publisher(Image, f"~/{name}", RELIABLE_IMAGE_QOS)
+                           for name in ("latest_view", "latest_view_depth", "rendered_image", "rendered_depth")}
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._products_ready = self.create_guard_condition(self._publish_products)
+        self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
+        self.create_timer(self.config.tf_period_s, self._resend_tf)
+        # Services wait for the worker: their own group lets the executor's other thread keep
+        # taking images meanwhile.
+        services = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "~/save", self._on_save, callback_group=services)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=services)
+        _forward_logs(self)
+        self.worker.start()
+        self.get_logger().info(f"listening on {self.config.image_topic} ({self.config.image_transport}) "
+                               f"and {self.config.camera_info_topic}; training starts at "
+                               f"{self.config.min_keyframes} keyframes on {self.config.device}")
+
+    def destroy_node(self) -> None:
+        # rclpy's shutdown destroys a node whose __init__ failed (bad parameter): no worker yet.
+        if hasattr(self, "worker"):
+            self.worker.stop()
+        super().destroy_node()
+
+    def _new_keyframe_buffer(self) -> KeyframeBuffer:
+        return KeyframeBuffer(KeyframeConfig(capacity=self.config.keyframe_capacity,
+                                             min_novelty=self.config.keyframe_min_novelty),
+                              max_side=self.config.working_max_side)
+
+    # --- camera in ----------------------------------------------------------------------
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
             self.intrinsics.update(msg)
@@ -141,35 +227,152 @@ class NvsNode(Node):
             self._skip(str(err))
             return
         if self.intrinsics.known:
-            self._accept(msg.header.stamp, rgb_HW3)
+            self._accept(msg.header, rgb_HW3)
         else:
             if len(self._waiting) == FRAMES_WAITING_FOR_CAMERA_INFO:
                 self._waiting.popleft()
                 self._skip(NO_INTRINSICS)
-            self._waiting.append((msg.header.stamp, rgb_HW3))
+            self._waiting.append((msg.header, rgb_HW3))
         self.stats.record_callback(time.perf_counter() - started, time.thread_time() - started_cpu)
 
-    def _accept(self, stamp: Time, rgb_HW3: np.ndarray) -> None:
+    def _accept(self, header: Header, rgb_HW3: np.ndarray) -> None:
         try:
             K_33 = self.intrinsics.for_image(*rgb_HW3.shape[:2])
         except ValueError as err:
             self._skip(str(err))
             return
+        if self._keyframes_generation != self.worker.generation:  # ~/reset happened
+            self.keyframes, self._keyframes_generation = self._new_keyframe_buffer(), self.worker.generation
+        if header.frame_id and not self.config.camera_frame:
+            self._camera_frame = header.frame_id.lstrip("/")
         # The engine works at the working resolution; so does the keyframe check (blur that
         # does not show there does not matter), which keeps the callback cheap.
         small_HW3 = downscale(rgb_HW3, self.config.working_max_side)
         small_K_33 = rescale_intrinsics(K_33, rgb_HW3.shape[:2], small_HW3.shape[:2])
-        self.keyframes.offer(self.stats.accepted, stamp_to_ns(stamp), small_HW3, small_K_33)
+        stamp_ns = stamp_to_ns(header.stamp)
+        decision = self.keyframes.offer(self.stats.accepted, stamp_ns, small_HW3, small_K_33)
+        if decision.accepted:
+            name = f"frame_{self.stats.accepted:06d}"
+            self.worker.offer_keyframe(QueuedKeyframe(small_HW3, small_K_33, stamp_ns, name,
+                                                      self._keyframes_generation))
+        self._render_camera = (small_K_33, small_HW3.shape[1], small_HW3.shape[0])
         self.stats.accepted += 1
         self.stats.last_size = rgb_HW3.shape[:2]
-        self.stats.last_latency_s = (self.get_clock().now().nanoseconds - stamp_to_ns(stamp)) / 1e9
+        self.stats.last_latency_s = (self.get_clock().now().nanoseconds - stamp_ns) / 1e9
 
     def _skip(self, reason: str) -> None:
         self.stats.skipped += 1
         self.stats.last_skip_reason = reason
         self.get_logger().warning(f"skipping frame: {reason}", throttle_duration_sec=SKIP_LOG_PERIOD_S)
 
+    # --- requests -----------------------------------------------------------------------
+    def _on_render_pose(self, msg: PoseStamped) -> None:
+        frame = msg.header.frame_id.lstrip("/")
+        if frame not in ("", self.config.map_frame):
+            self.get_logger().warning(f"render pose ignored: it is in frame {frame!r}, expected "
+                                      f"{self.config.map_frame!r}", throttle_duration_sec=SKIP_LOG_PERIOD_S)
+            return
+        if self._render_camera is None:
+            self.get_logger().warning("render pose ignored: no camera frame received yet (its intrinsics "
+                                      "are the rendered view's)", throttle_duration_sec=SKIP_LOG_PERIOD_S)
+            return
+        try:
+            c2w_44 = pose_to_matrix(msg.pose)
+        except ValueError as err:
+            self.get_logger().warning(f"render pose ignored: {err}", throttle_duration_sec=SKIP_LOG_PERIOD_S)
+            return
+        K_33, width, height = self._render_camera
+        self.worker.request_render(RenderRequest(K_33, c2w_44, width, height, stamp_to_ns(msg.header.stamp)))
+
+    def _on_save(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        return self._wait_for(self.worker.request_save(Path(self.config.output_folder).expanduser()),
+                              response, "save")
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        return self._wait_for(self.worker.request_reset(), response, "reset")
+
+    def _wait_for(self, future, response: Trigger.Response, what: str) -> Trigger.Response:
+        timeout_s = self.config.round_budget_s + self.config.train_slice_s + SERVICE_SLACK_S
+        try:
+            response.message, response.success = future.result(timeout=timeout_s), True
+        except FutureTimeoutError:
+            response.message = f"{what}: the scene worker did not answer within {timeout_s:.0f} s"
+        except Exception as err:  # noqa: BLE001 -- the caller gets the reason
+            response.message = f"{what} failed: {err}"
+        # Two call sites: rclpy's logger refuses one call site with two severities.
+        if response.success:
+            self.get_logger().info(response.message)
+        else:
+            self.get_logger().error(response.message)
+        return response
+
+    # --- products out -------------------------------------------------------------------
+    def _publish_products(self) -> None:
+        outbox = self.worker.take_products()
+        now = self.get_clock().now().to_msg()
+        if outbox.cleared:
+            self._last_tf = None
+            self._publish_poses(KeyframePoses([], [], np.zeros((0, 4, 4)), np.zeros(0), np.zeros((0, 3, 3)),
+                                              np.zeros((0, 2), int)), now)
+            self._cloud_pub.publish(point_cloud_msg(np.zeros((0, 3)), np.zeros((0, 3), np.uint8),
+                                                    self.config.map_frame, now))
+        if outbox.poses is not None:
+            self._publish_poses(outbox.poses, now)
+        if outbox.cloud is not None:
+            self._cloud_pub.publish(point_cloud_msg(*outbox.cloud, self.config.map_frame, now))
+        if outbox.latest_view is not None:
+            self._publish_view(outbox.latest_view, "latest_view", self._camera_frame)
+        if outbox.rendered is not None:
+            view = outbox.rendered
+            self._tf.send([matrix_to_transform_stamped(view.c2w_44, self.config.map_frame, RENDER_FRAME,
+                                                       view.stamp_ns)])
+            self._publish_view(view, "rendered_image", RENDER_FRAME, depth_topic="rendered_depth")
+
+    def _publish_poses(self, poses: KeyframePoses, now: Time) -> None:
+        map_frame = self.config.map_frame
+        self._path_pub.publish(keyframe_path(poses.c2w_N44, poses.stamps_ns, map_frame, now))
+        self._frusta_pub.publish(frustum_markers(poses.K_N33, poses.c2w_N44, poses.sizes_N2, map_frame, now,
+                                                 frustum_depth(poses.c2w_N44, self.config.frustum_size)))
+        finite = [i for i in range(len(poses.names)) if np.isfinite(poses.c2w_N44[i]).all()]
+        if finite:
+            newest = max(finite, key=lambda i: poses.stamps_ns[i])
+            self._send_tf(poses.c2w_N44[newest], poses.stamps_ns[newest], now)
+
+    def _send_tf(self, T_map_camera_44: np.ndarray, stamp_ns: int, now: Time) -> None:
+        """map -> camera, or map -> odom when TF links odom to the camera (REP 105: one parent).
+
+        Stamped `now`: poses of old keyframes keep improving, and tf2 ignores a re-sent stamp.
+        """
+        odom, camera = self.config.odom_frame, self._camera_frame
+        if odom and self.tf_tree.connected(odom, camera):
+            T_odom_camera_44 = self.tf_tree.lookup(odom, camera, stamp_ns)
+            self._last_tf = (map_to_odom(T_map_camera_44, T_odom_camera_44), self.config.map_frame, odom)
+        else:
+            self._last_tf = (T_map_camera_44, self.config.map_frame, camera)
+        self._tf.send([matrix_to_transform_stamped(*self._last_tf, now)])
+        self._last_tf_stamp = now
+
+    def _resend_tf(self) -> None:
+        # /tf is volatile: a listener that starts late still gets the pose within a period. Not
+        # while the clock stands (a paused bag): tf2 warns about a re-sent stamp.
+        now = self.get_clock().now().to_msg()
+        if self._last_tf is not None and now != self._last_tf_stamp:
+            self._tf.send([matrix_to_transform_stamped(*self._last_tf, now)])
+            self._last_tf_stamp = now
+
+    def _publish_view(self, view: RenderedView, topic: str, frame_id: str, depth_topic: str = "") -> None:
+        header = Header(frame_id=frame_id, stamp=ns_to_stamp(view.stamp_ns))
+        self._view_pubs[topic].publish(numpy_to_image_msg(view.rgb_HW3, "rgb8", header))
+        self._view_pubs[depth_topic or f"{topic}_depth"].publish(
+            numpy_to_image_msg(np.ascontiguousarray(view.depth_HW, dtype=np.float32), "32FC1", header))
+
+    # --- diagnostics --------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
+        array = DiagnosticArray(status=[self._input_status(), self._scene_status()])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(array)
+
+    def _input_status(self) -> DiagnosticStatus:
         stats = self.stats
         if stats.accepted == 0:
             level, message = DiagnosticStatus.WARN, "no usable frames yet"
@@ -187,18 +390,94 @@ class NvsNode(Node):
                   "callback_ms_mean": f"{1e3 * stats.callback_s_total / timed:.3f}",
                   "callback_ms_max": f"{1e3 * stats.callback_s_max:.3f}",
                   "callback_cpu_ms_mean": f"{1e3 * stats.callback_cpu_s_total / timed:.3f}"}
-        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: camera input", message=message,
-                                  hardware_id=self.config.image_topic,
-                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics.publish(array)
+        return _status(f"{self.get_name()}: camera input", level, message, self.config.image_topic, values)
+
+    def _scene_status(self) -> DiagnosticStatus:
+        stats = self.worker.stats
+        status = stats.status
+        ready = bool(status and status.ready)
+        if stats.failing:
+            level, message = DiagnosticStatus.ERROR, stats.last_error
+        elif ready:
+            level, message = DiagnosticStatus.OK, "publishing poses"
+        else:
+            level, message = DiagnosticStatus.WARN, (f"waiting for {self.config.min_keyframes} keyframes"
+                                                     if not status or status.keyframes < self.config.min_keyframes
+                                                     else "first training round")
+        values = {"scene_keyframes": status.keyframes if status else 0,
+                  "posed_keyframes": status.posed_keyframes if status else 0,
+                  "training_step": status.step if status else 0,
+                  "loss": "" if not status or status.loss is None else f"{status.loss:.5f}",
+                  "rounds": status.rounds if status else 0, "ready": ready,
+                  "keyframe_queue": self.worker.queue_length, "dropped_keyframes": stats.dropped_keyframes,
+                  "train_s_total": f"{stats.train_s_total:.1f}", "renders": stats.renders,
+                  "renders_refused": stats.renders_refused,
+                  "first_poses_after_s": _seconds(stats.first_poses_after_s),
+                  "first_cloud_after_s": _seconds(stats.first_cloud_after_s),
+                  "tf": f"{self._last_tf[1]} -> {self._last_tf[2]}" if self._last_tf else "", "device": self.config.device,
+                  "errors": stats.errors, "last_error": stats.last_error}
+        return _status(f"{self.get_name()}: scene", level, message, self.config.device, values)
+
+
+def _check_device(device: str) -> None:
+    """ParameterError unless torch can use `device` (a typo or a missing GPU fails at start-up,
+    not in the first training round minutes later)."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise ParameterError(f"parameter 'device' is {device!r}: {err}") from err
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"parameter 'device' is {device!r} but torch sees no CUDA device")
+
+
+def _status(name: str, level: bytes, message: str, hardware_id: str, values: dict) -> DiagnosticStatus:
+    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+class _RosLogHandler(logging.Handler):
+    """Forwards nvs_ros.* log records (engine, worker) to the node's logger."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self._logger = node.get_logger()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = f"{record.name}: {record.getMessage()}"
+        if record.levelno >= logging.ERROR:
+            self._logger.error(message)
+        elif record.levelno >= logging.WARNING:
+            self._logger.warning(message)
+        else:
+            self._logger.info(message)
+
+
+def _forward_logs(node: Node) -> None:
+    package_log = logging.getLogger("nvs_ros")
+    package_log.setLevel(logging.INFO)
+    package_log.addHandler(_RosLogHandler(node))
 
 
 def main(args: list[str] | None = None) -> int:
     try:
         with rclpy.init(args=args):
-            rclpy.spin(NvsNode())
+            node = NvsNode()
+            # Two threads: the services wait for the worker while images keep coming in.
+            executor = MultiThreadedExecutor(num_threads=2)
+            executor.add_node(node)
+            try:
+                executor.spin()
+            except RCLError:
+                # A signal shuts the context down while an executor thread is about to wait:
+                # rclpy raises this instead of ExternalShutdownException. Anything else is real.
+                if rclpy.ok():
+                    raise
+            finally:
+                node.destroy_node()
     except ParameterError as err:
         print(f"nvs_node: error: {err}", file=sys.stderr)
         return 2

@@ -36,6 +36,29 @@ class NodeConfig:
     keyframe_min_novelty: float = _param(0.3, "Change of a frame's thumbnail (1 - NCC, 0..2) against "
                                          "every keyframe that makes it a new keyframe", (0.0, 2.0))
     diagnostics_period_s: float = _param(1.0, "Period of the status on /diagnostics [s]", (0.05, 60.0))
+    map_frame: str = _param("map", "Frame of the reconstruction (poses, point cloud, path, frusta)")
+    odom_frame: str = _param("odom", "Odometry frame: when TF connects it to the camera frame, the node "
+                             "publishes map -> odom instead of map -> camera")
+    camera_frame: str = _param("", "Optical frame of the camera (z forward) published in TF; empty: "
+                               "the images' header frame_id (camera_optical_frame if that is empty too)")
+    min_keyframes: int = _param(8, "Keyframes needed before training starts", (2, 10000))
+    round_budget_s: float = _param(60.0, "Training time of one round; the point cloud and the view from the "
+                                   "newest keyframe are published after each round [s]", (0.1, 86400.0))
+    train_slice_s: float = _param(1.0, "The worker trains this long between serving requests (render, save, "
+                                  "reset) and publishing poses [s]", (0.05, 60.0))
+    device: str = _param("cpu", "Torch device of the scene (cpu, cuda, cuda:1, ...)")
+    seed: int = _param(0, "Random seed of the scene", (0, 2**31 - 1))
+    torch_threads: int = _param(0, "CPU threads torch may use (0: torch's default)", (0, 1024))
+    keyframe_queue_size: int = _param(16, "Keyframes waiting for the worker at most; when it falls behind, "
+                                      "the oldest is dropped and counted", (1, 10000))
+    cloud_max_points: int = _param(20000, "Points of the published and saved point cloud at most",
+                                   (100, 10_000_000))
+    frustum_size: float = _param(0.1, "Depth of the keyframe frusta as a fraction of the camera "
+                                 "trajectory's extent", (0.001, 10.0))
+    tf_period_s: float = _param(1.0, "The latest pose is re-sent on /tf this often (stamped now) [s]",
+                                (0.01, 60.0))
+    output_folder: str = _param("~/.ros/nvs_ros", "Where ~/save writes poses.json, poses_tum.txt, run.json, "
+                                "cloud.ply and the scene checkpoint")
 
     @property
     def has_fallback_intrinsics(self) -> bool:

@@ -34,7 +34,8 @@ def test_bag_from_writes_frames_intrinsics_and_ground_truth(room_bag):
 
 
 def test_demo_output_of_a_bag_is_scored_against_its_ground_truth(room_bag, tmp_path):
-    result = run("nvs-ros", "demo", "--out", str(tmp_path / "demo"), "--size", "32", "--views", "6")
+    result = run("nvs-ros", "demo", "--out", str(tmp_path / "demo"), "--size", "32", "--views", "6",
+                 "--iters", "10", "--threads", "1")
     assert result.returncode == 0, result.stderr
     # The bundled scene's self-check poses carry the scene's names, not the bag's: refused clearly.
     mismatch = run("nvs-ros", "eval", str(tmp_path / "demo" / "ground_truth"), "--gt", str(room_bag))

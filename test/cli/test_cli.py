@@ -30,9 +30,24 @@ def test_help_lists_the_commands():
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    result = run_cli("demo", "--out", str(out), "--size", "64", "--views", "8")
+    # A few engine steps: the products and the table, not the accuracy (bench/ measures that).
+    result = run_cli("demo", "--out", str(out), "--size", "64", "--views", "8", "--iters", "24",
+                     "--threads", "1")
     assert result.returncode == 0, result.stderr
+    (out / "stdout.txt").write_text(result.stdout)
     return out
+
+
+def test_demo_runs_the_engine_and_prints_one_table_with_every_row(demo_out):
+    for name in ["poses.json", "run.json", "metrics.json", "cloud.ply", "report.html"]:
+        assert (demo_out / "nvs_ros" / name).is_file(), name
+    run = json.loads((demo_out / "nvs_ros" / "run.json").read_text())
+    assert run["estimator"].startswith("nvs_ros") and run["config"]["iterations"] == 24
+    metrics = json.loads((demo_out / "nvs_ros" / "metrics.json").read_text())
+    assert metrics["num_images"] == 8 and metrics["registered"] == 8
+    stdout = (demo_out / "stdout.txt").read_text()
+    rows = [stdout.index(label) for label in ["nvs_ros (", "pycolmap SfM", "ground truth (self-check)"]]
+    assert rows == sorted(rows)  # the engine first, the self-check last
 
 
 def test_demo_writes_the_scene_and_a_perfect_self_check(demo_out):
@@ -64,7 +79,7 @@ def test_eval_scores_a_perturbed_folder_against_the_bundled_ground_truth(demo_ou
     poses["images"][3]["c2w"] = c2w.tolist()
     write_json(tmp_path / "poses.json", poses)
 
-    result = run_cli("eval", str(tmp_path), "--gt", "bundled", "--size", "64", "--views", "8")
+    result = run_cli("eval", str(tmp_path), "--gt", "bundled:object", "--size", "64", "--views", "8")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["RRA@15"] == pytest.approx(21 / 28)
@@ -84,14 +99,14 @@ def test_eval_rejects_images_the_ground_truth_does_not_have(demo_out, tmp_path):
     poses = json.loads((demo_out / "ground_truth" / "poses.json").read_text())
     poses["images"][0]["name"] = "not_in_the_dataset.png"
     write_json(tmp_path / "poses.json", poses)
-    result = run_cli("eval", str(tmp_path), "--gt", "bundled", "--size", "64", "--views", "8")
+    result = run_cli("eval", str(tmp_path), "--gt", "bundled:object", "--size", "64", "--views", "8")
     assert result.returncode == 1
     assert "not_in_the_dataset.png" in result.stderr
 
 
 def test_output_folder_round_trips_through_poses_json(demo_out):
     estimates = read_poses(demo_out / "ground_truth")
-    scene = load_image_set("bundled", max_side=64, views=8)
+    scene = load_image_set("bundled:object", max_side=64, views=8)
     assert estimates.names == scene.names
     np.testing.assert_allclose(estimates.c2w_N44, scene.c2w_N44, atol=1e-12)
     np.testing.assert_allclose(estimates.K_N33, scene.K_N33, atol=1e-12)

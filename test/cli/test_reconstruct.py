@@ -5,9 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.output_folder import read_poses
 from nvs_ros.io.point_cloud_ply import read_point_cloud_ply
 
@@ -28,17 +30,20 @@ def test_output_folder_is_complete_and_eval_reproduces_its_metrics(tmp_path):
     out = tmp_path / "run"
     reconstruct(out, "--iters", "40")
     estimates = read_poses(out)
-    assert len(estimates) == 8 and estimates.registered_N.all()
-    assert np.isfinite(estimates.c2w_N44).all()
+    assert len(estimates) == 8  # every image, the held-out one (view_000) included
+    assert estimates.registered_N[1:].all() and np.isfinite(estimates.c2w_N44[estimates.registered_N]).all()
     assert ((estimates.confidence_N >= 0) & (estimates.confidence_N <= 1)).all()
+    assert (out / "scene.pt").is_file() and (out / "scene.json").is_file()
     points, colors = read_point_cloud_ply(out / "cloud.ply")
     assert len(points) > 0 and np.isfinite(points).all() and len(colors) == len(points)
-    assert len(list((out / "views").glob("*_real.png"))) == 8
-    assert len(list((out / "views").glob("*_render.png"))) == 8
+    shown = 4 + int(estimates.registered_N[0])  # training views + the held-out one if registered
+    assert len(list((out / "views").glob("*_real.png"))) == shown
+    assert len(list((out / "views").glob("*_render.png"))) == shown
     report = (out / "report.html").read_text()
-    assert "view_000.png" in report and "<circle" in report and "polyline" in report
+    assert "view_001.png" in report and "<circle" in report and "polyline" in report
     run = json.loads((out / "run.json").read_text())
     assert run["timings"]["train_s"] > 0 and run["config"]["iterations"] == 40 and "torch" in run["versions"]
+    assert run["held_out"] == ["view_000.png"]
 
     written = json.loads((out / "metrics.json").read_text())
     scored = subprocess.run([str(NVS_ROS), "eval", str(out), "--gt", "bundled:object", "--size", "32",
@@ -47,10 +52,41 @@ def test_output_folder_is_complete_and_eval_reproduces_its_metrics(tmp_path):
     rescored = json.loads((out / "metrics.json").read_text())
     for key in ["registered", "RRA@15", "CCA@0.1", "ATE"]:
         assert rescored[key] == pytest.approx(written[key]), key
+    assert written["train_views"] == 4 and 5.0 < written["train_PSNR"] < 60.0
+    assert rescored["train_PSNR"] == written["train_PSNR"]  # eval keeps the view-synthesis scores
 
 
 def test_oracle_keeps_the_ground_truth_cameras_up_to_a_similarity(tmp_path):
     reconstruct(tmp_path / "oracle", "--poses", "gt", "--iters", "20")
     metrics = json.loads((tmp_path / "oracle" / "metrics.json").read_text())
-    assert metrics["RRA@5"] == 1.0 and metrics["CCA@0.1"] == 1.0
+    assert metrics["RRA@5"] == 1.0 and metrics["CCA@0.1"] == 1.0  # held-out view included
+    assert metrics["registered"] == 8
     assert metrics["median_relative_rotation_error_deg"] < 1e-3
+    assert metrics["heldout_views"] == 1 and metrics["heldout_PSNR"] is not None
+
+
+def test_register_poses_image_files_in_a_saved_scene(tmp_path):
+    """The command's plumbing on a barely trained scene (whether the frame is accepted is the
+    method's business, tested in test/core/test_refine.py): every frame gets a pose, a
+    confidence and a latency, and a corrupt file is a clear error."""
+    out = tmp_path / "run"
+    reconstruct(out, "--iters", "20")
+    image = tmp_path / "frame.png"
+    view = load_image_set("bundled:object", max_side=64, views=8).images_NHW3[3]  # another size than the scene
+    cv2.imwrite(str(image), cv2.cvtColor(view, cv2.COLOR_RGB2BGR))
+    result = subprocess.run([str(NVS_ROS), "register", str(out), str(image), "--threads", "1",
+                             "--out", str(tmp_path / "frames.json")], capture_output=True, text=True, timeout=120)
+    assert result.returncode in (0, 3), result.stderr[-2000:]
+    frames = json.loads((tmp_path / "frames.json").read_text())["frames"]
+    assert [f["name"] for f in frames] == ["frame.png"]
+    assert 0.0 <= frames[0]["confidence"] <= 1.0 and frames[0]["latency_ms"] > 0
+    assert (frames[0]["c2w"] is not None) == frames[0]["accepted"] == (result.returncode == 0)
+
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG not really")
+    failed = subprocess.run([str(NVS_ROS), "register", str(out), str(corrupt)], capture_output=True, text=True,
+                            timeout=120)
+    assert failed.returncode == 1 and "corrupt" in failed.stderr
+    missing = subprocess.run([str(NVS_ROS), "register", str(tmp_path), str(image)], capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode == 1 and "not a saved scene" in missing.stderr

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nvs_ros.core.field import FieldConfig, RadianceField
+from nvs_ros.core.field import FieldConfig, RadianceField, contract
 
 
 def raw_for_density(field: RadianceField, sigma: float) -> float:
@@ -157,3 +157,34 @@ def test_fit_field_with_known_poses_learns_a_tiny_scene():
     first_psnr = -10 * np.log10(np.mean(losses[:5]))
     assert train_psnr > 29.0 and train_psnr > first_psnr + 10.0, (first_psnr, train_psnr)
     assert field.occupied_fraction() < 0.5  # empty space was found and is skipped
+
+
+def test_contraction_is_the_identity_inside_and_squeezes_space_into_the_shell():
+    inside_P3 = torch.rand(200, 3) * 2.0 - 1.0
+    assert torch.equal(contract(inside_P3), inside_P3)
+    # Along any ray from the centre the contracted radius grows monotonically towards 2.
+    direction_3 = torch.nn.functional.normalize(torch.tensor([0.3, -1.0, 0.5]), dim=0)
+    distances_P = torch.logspace(-1, 4, 300)
+    radii_P = contract(distances_P[:, None] * direction_3).abs().amax(dim=-1)
+    assert torch.all(radii_P.diff() > 0) and radii_P[-1] > 1.999 and radii_P.max() < 2.0
+    # A point at infinity-norm radius m lands at 2 - 1/m, in its own direction.
+    far_P3 = torch.randn(100, 3) * 50.0
+    m_P = far_P3.abs().amax(dim=-1).clamp_min(1.0)
+    contracted_P3 = contract(far_P3)
+    assert torch.allclose(contracted_P3.abs().amax(dim=-1), 2.0 - 1.0 / m_P)
+    assert torch.allclose(torch.nn.functional.normalize(contracted_P3, dim=-1),
+                          torch.nn.functional.normalize(far_P3, dim=-1), atol=1e-6)
+
+
+def test_contracted_field_keeps_the_box_and_models_everything_outside():
+    field = RadianceField(FieldConfig(box_half_size=2.0, box_centre=(1.0, 0.0, 0.0), resolution=33, contract=True))
+    linear_grid(field)
+    # The box fills the middle half of the grid; far points are modelled (density > 0).
+    inner_P3 = torch.tensor([[2.0, 1.0, -0.5], [-0.9, 1.9, 1.9]])
+    expected_P3 = (inner_P3 - torch.tensor([1.0, 0.0, 0.0])) / 2.0 / 2.0
+    assert torch.allclose(field.normalize(inner_P3), expected_P3, atol=1e-6)
+    far_P3 = torch.tensor([[1e4, 0.0, 0.0], [1.0, -50.0, 3.0]])
+    assert field.normalize(far_P3).abs().max() < 1.0
+    density_P, _ = field.query(far_P3)
+    assert torch.all(density_P > 0)
+    assert field.voxel_size == pytest.approx(8.0 / 32)

@@ -18,10 +18,11 @@ FIRST = 8
 
 @pytest.fixture(scope="module")
 def views():
-    """16 views on a ring, reordered: every other one first (the 8 the first round sees, evenly
-    around the object, as the trainer's test), then two of those between them."""
-    ring = load_image_set("bundled:object", max_side=32, views=16)
-    return ring.subset(list(range(0, 16, 2)) + [5, 11])
+    """32 views on a ring, reordered: every 4th first (the 8 the first round sees, evenly around
+    the object, as the trainer's test), then two next to those (11 degrees on, as the next
+    frames of a video would be)."""
+    ring = load_image_set("bundled:object", max_side=32, views=32)
+    return ring.subset(list(range(0, 32, 4)) + [9, 23])
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +95,18 @@ def test_reset_forgets_everything(views) -> None:
     assert live.status().keyframes == 0 and not live.ready
     with pytest.raises(ValueError, match="image"):
         live.add_keyframe(np.zeros((4, 4), np.uint8), views.K_N33[0], 0, "bad")
+
+
+def test_keyframes_beyond_the_capacity_are_forgotten(live: LiveScene, views) -> None:
+    """Runs last on the shared scene: an 11th keyframe at capacity 10 makes the scene forget the
+    most redundant posed one (nearest camera centres), keeping poses and names aligned."""
+    live.config = replace(live.config, max_keyframes=len(views))
+    before = live.keyframe_poses()
+    live.add_keyframe(views.images_NHW3[0], views.K_N33[0], 99, "again_" + views.names[0])
+    after = live.keyframe_poses()
+    assert live.status().keyframes == len(views) and len(after.names) == len(views) - 1
+    gone = [n for n in before.names if n not in after.names]
+    assert len(gone) == 1
+    kept = [before.names.index(n) for n in after.names]
+    np.testing.assert_allclose(after.c2w_N44, before.c2w_N44[kept], atol=1e-6)
+    assert live.train(0.5).posed_keyframes == len(views)  # the new one registered

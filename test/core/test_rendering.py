@@ -130,3 +130,36 @@ def test_gradients_reach_the_grid_and_the_pose():
     assert field.grid.grad is not None and field.grid.grad[:, 0].abs().sum() > 0
     assert field.grid.grad[:, 1:].abs().sum() > 0
     assert torch.isfinite(xi.grad).all() and xi.grad.abs().max() > 1e-3
+
+
+def test_contracted_field_opacity_is_beer_lambert_over_the_contracted_path():
+    """From the box's centre a ray's contracted path is straight: 2 h |d| / ||d||_inf long (up
+    to the sampler's far margin), so a constant density gives exactly that optical depth."""
+    sigma, half = 0.3, 1.5
+    field = RadianceField(FieldConfig(box_half_size=half, resolution=5, contract=True))
+    with torch.no_grad():
+        field.grid[0, 0] = raw_for_density(field, sigma)
+    dirs_R3 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.2, -0.5, 1.0]]),
+                                            dim=-1)
+    out = render_rays(field, torch.zeros(3, 3), dirs_R3, 48, randomize=True)
+    length_R = 2.0 * half / dirs_R3.abs().amax(dim=-1) * (1.0 - 0.5e-3)
+    assert torch.allclose(out.opacity_R, 1.0 - torch.exp(-sigma * length_R), atol=1e-3)
+
+
+def test_contracted_field_renders_a_far_wall_at_its_distance():
+    field = RadianceField(FieldConfig(box_half_size=1.0, resolution=129, initial_opacity=1e-6, contract=True))
+    with torch.no_grad():
+        # The plane x = 4 (infinity-norm radius 4 where x dominates) contracts to u_x = 1.75,
+        # grid coordinate 0.875: vertex 120 of 129.
+        field.grid[0, 0, :, :, 120] = raw_for_density(field, 2000.0)
+        field.grid[0, 1:, :, :, 110:] = torch.tensor([2.0, -2.0, 0.0])[:, None, None, None]  # no blend
+    origins_R3 = torch.tensor([[0.0, 0.3, -0.2], [-0.5, 0.0, 0.0], [2.0, 0.2, 0.1]])
+    dirs_R3 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1, 0.05], [1.0, -0.1, 0.1], [1.0, 0.0, -0.1]]),
+                                            dim=-1)
+    out = render_rays(field, origins_R3, dirs_R3, 96, background_rgb=0.0, randomize=False)
+    assert torch.all(out.opacity_R > 0.99)
+    assert torch.allclose(out.rgb_R3, torch.sigmoid(torch.tensor([2.0, -2.0, 0.0])).expand(3, 3), atol=0.01)
+    # Within a voxel of u_x = 1.75 (4 / 128 in u), i.e. x between 1 / (0.25 + v) and 1 / (0.25 - v).
+    hit_x_R = origins_R3[:, 0] + out.depth_R * dirs_R3[:, 0]
+    voxel = 4.0 / 128
+    assert torch.all(hit_x_R > 1.0 / (0.25 + voxel)) and torch.all(hit_x_R < 1.0 / (0.25 - voxel))

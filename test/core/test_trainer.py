@@ -99,3 +99,28 @@ def test_diverged_step_is_rolled_back(scene) -> None:
     assert np.isfinite(result.c2w_N44).all()
     assert len(result.curves) > 35  # training went on after the rollback
     assert all(math.isfinite(row["loss"]) for row in result.curves)
+
+
+def test_initial_poses_from_elsewhere_replace_pose_learning(scene) -> None:
+    """Initial poses in another world frame and scale, each camera turned by 4 degrees (as
+    chained features or odometry would give): moved into the gauge and refined with the field.
+    (Flipped views are re-posed by the outlier correction, tested in test_refine.py.)"""
+    rng = np.random.default_rng(0)
+    noisy = scene.c2w_N44.copy()
+    for c2w in noisy:
+        axis = rng.normal(size=3)
+        angle = np.radians(4.0)
+        k = axis / np.linalg.norm(axis)
+        K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+        c2w[:3, :3] = c2w[:3, :3] @ (np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K)
+    turn = np.eye(4)
+    turn[:3, :3] = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # another world frame
+    initial = turn @ noisy
+    initial[:, :3, 3] *= 3.0
+    before = _metrics(initial, scene)
+    result = reconstruct(scene.without_ground_truth(), replace(TINY, iterations=600), initial_c2w_N44=initial)
+    after = _metrics(result.c2w_N44, scene)
+    assert {row["phase"] for row in result.curves} == {"refine"}
+    assert not result.outlier_N.any()
+    assert after["median_relative_rotation_error_deg"] < 0.6 * before["median_relative_rotation_error_deg"], \
+        (before, after)

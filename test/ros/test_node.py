@@ -145,6 +145,13 @@ def test_wrong_parameter_type_fails_with_a_message_naming_it(tmp_path):
     assert "parameter 'fallback_fx' must be a float" in result.stderr
 
 
+def test_unusable_device_is_rejected_at_start_up():
+    result = subprocess.run([str(NVS_NODE), "--ros-args", "-p", "device:=gpu0"],
+                            capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert result.returncode == 2
+    assert "parameter 'device' is 'gpu0'" in result.stderr
+
+
 def test_unknown_image_transport_is_rejected():
     result = subprocess.run([str(NVS_NODE), "--ros-args", "-p", "image_transport:=theora"],
                             capture_output=True, text=True, timeout=TIMEOUT_S)

@@ -1,0 +1,92 @@
+"""New-frame registration in a trained scene: latency and accuracy on its held-out views.
+
+    .venv/bin/python bench/registration.py bench/results/reconstruct/chair/nvs_ros \
+        --gt ../shared/data/nerf_synthetic_chair --size 64 --views 100 --threads 1
+
+Takes a `reconstruct` output folder (scene.pt, run.json listing the held-out views), registers
+every held-out view again, one frame at a time as a robot would (encoder pass + render-and-
+compare, core.refine), and scores the poses against ground truth after aligning the scene's
+training cameras to it (RANSAC Sim(3)). Writes bench/results/registration/<scene>.json and
+prints one table: frames, accepted, rotation error <= 5 / 15 degrees, median error, median and
+95th-percentile latency (a warm-up frame is not counted).
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from nvs_ros.core.metrics import ransac_sim3, rotation_angle_deg
+from nvs_ros.io.datasets import load_image_set
+from nvs_ros.io.output_folder import read_poses, write_json
+from nvs_ros.io.scene_checkpoint import load_scene
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "registration"
+
+
+def measure(scene_dir: Path, gt: str, size: int | None, views: int | None, device: str) -> dict:
+    image_set = load_image_set(gt, max_side=size, views=views)
+    held_out = json.loads((scene_dir / "run.json").read_text())["held_out"]
+    estimates = read_poses(scene_dir)
+    index = {name: i for i, name in enumerate(image_set.names)}
+    held = np.array([index[name] for name in held_out])
+    train = np.array([i for i in range(len(image_set)) if image_set.names[i] not in set(held_out)
+                      and estimates.registered_N[i]])
+    gt_c2w = image_set.c2w_N44
+    scale = np.linalg.norm(gt_c2w[:, :3, 3] - gt_c2w[:, :3, 3].mean(0), axis=1).max()
+    alignment, _ = ransac_sim3(estimates.c2w_N44[train, :3, 3], gt_c2w[train, :3, 3], threshold=0.1 * scale)
+    scene = load_scene(scene_dir, device=device)
+    scene.register(image_set.images_NHW3[held[:1]], image_set.K_N33[held[:1]])  # warm-up
+    latencies, errors, accepted = [], [], []
+    for i in held:
+        started = time.perf_counter()
+        registration = scene.register(image_set.images_NHW3[i:i + 1], image_set.K_N33[i:i + 1])
+        latencies.append(time.perf_counter() - started)
+        aligned = alignment.apply_c2w(registration.c2w_B44.double().cpu().numpy())
+        errors.append(float(rotation_angle_deg(np.swapaxes(aligned[:, :3, :3], 1, 2) @ gt_c2w[i:i + 1, :3, :3])[0]))
+        accepted.append(bool(registration.accepted_B[0]))
+    errors_N, latency_ms = np.array(errors), 1000 * np.array(latencies)
+    return {"scene": str(scene_dir), "ground_truth": gt, "frames": len(held), "accepted": int(sum(accepted)),
+            "within_5deg": float(np.mean(errors_N <= 5)), "within_15deg": float(np.mean(errors_N <= 15)),
+            "median_rotation_error_deg": float(np.median(errors_N)),
+            "median_latency_ms": float(np.median(latency_ms)), "p95_latency_ms": float(np.percentile(latency_ms, 95)),
+            "errors_deg": errors, "latencies_ms": latency_ms.tolist(), "device": device,
+            "date": date.today().isoformat(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scene_dir", type=Path, help="a reconstruct output folder")
+    parser.add_argument("--gt", required=True, help="the dataset it was reconstructed from")
+    parser.add_argument("--size", type=int, default=None, help="max image side it was loaded at")
+    parser.add_argument("--views", type=int, default=None, help="views it was loaded with")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    row = measure(args.scene_dir, args.gt, args.size, args.views, args.device)
+    write_json(RESULTS / f"{args.scene_dir.parent.name or args.scene_dir.name}.json", row)
+    table = Table(title=f"New-frame registration into {args.scene_dir}")
+    columns = ["frames", "accepted", "within_5deg", "within_15deg", "median_rotation_error_deg",
+               "median_latency_ms", "p95_latency_ms"]
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_row(*(f"{row[c]:.0%}" if c.startswith("within") else f"{row[c]:.4g}" for c in columns))
+    Console(width=140).print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

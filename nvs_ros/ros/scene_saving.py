@@ -1,0 +1,44 @@
+"""Writing what the live scene knows to an output folder (the `~/save` service).
+
+The same folder `nvs-ros reconstruct` writes: poses.json, poses_tum.txt, run.json
+(nvs_ros.io.output_folder), cloud.ply, and the scene checkpoint scene.pt + scene.json
+(nvs_ros.io.scene_checkpoint), so the folder is also a scene directory that registering and
+rendering load. Every file is written atomically.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from nvs_ros.core.camera_estimates import CameraEstimates
+from nvs_ros.core.live_scene import KeyframePoses, LiveScene
+from nvs_ros.io.output_folder import write_output_folder
+from nvs_ros.io.point_cloud_ply import write_point_cloud_ply
+from nvs_ros.io.scene_checkpoint import SUMMARY, WEIGHTS, save_scene
+
+
+def estimates_from_poses(poses: KeyframePoses) -> CameraEstimates:
+    """Keyframe poses -> CameraEstimates (stamps in seconds; keyframes without a finite pose
+    count as unregistered)."""
+    c2w_N44 = np.asarray(poses.c2w_N44, dtype=np.float64).reshape(-1, 4, 4)
+    registered_N = np.isfinite(c2w_N44).all(axis=(1, 2))
+    return CameraEstimates(
+        names=list(poses.names), c2w_N44=np.where(registered_N[:, None, None], c2w_N44, np.nan),
+        registered_N=registered_N, K_N33=np.asarray(poses.K_N33, dtype=np.float64).reshape(-1, 3, 3),
+        sizes_N2=np.asarray(poses.sizes_N2, dtype=int).reshape(-1, 2),
+        confidence_N=np.where(registered_N, np.asarray(poses.confidence_N, dtype=np.float64), 0.0),
+        stamps_N=np.asarray(poses.stamps_ns, dtype=np.float64) / 1e9)
+
+
+def save_scene_products(folder: Path, scene: LiveScene, cloud_points: int, run_info: dict) -> list[str]:
+    """Write the products of `scene` (which must be ready) to `folder`; the names written."""
+    folder = Path(folder).expanduser()
+    write_output_folder(folder, estimates_from_poses(scene.keyframe_poses()),
+                        {"estimator": "nvs_node", **run_info})
+    written = ["poses.json", "poses_tum.txt", "run.json"]
+    xyz_P3, rgb_P3 = scene.point_cloud(cloud_points)
+    if len(xyz_P3):
+        write_point_cloud_ply(folder / "cloud.ply", xyz_P3, np.asarray(rgb_P3, dtype=np.float64) / 255.0)
+        written.append("cloud.ply")
+    save_scene(folder, scene.scene)
+    return [*written, WEIGHTS, SUMMARY]

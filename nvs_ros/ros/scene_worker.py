@@ -1,0 +1,320 @@
+"""The thread that owns the LiveScene: adds keyframes, trains in slices, renders, saves, resets.
+
+The node's callbacks never touch the scene (it is not thread-safe, and training blocks for
+seconds). They hand work over instead:
+- keyframes go into a bounded queue; when the worker falls behind the oldest one is dropped
+  and counted (`dropped_keyframes` on /diagnostics),
+- a render request replaces any render request not yet served (only the newest view matters),
+- save and reset requests return a Future the service callback waits on.
+Between requests the worker trains `slice_s` at a time, so a request waits at most one slice
+(or one full round: LiveScene runs a due full round, `round_budget_s` long, in one call).
+What it produces (keyframe poses after every slice once the scene is ready; point cloud and
+the view from the newest keyframe after every full round and after every `round_budget_s` of
+continued training; rendered views) is left in an outbox, and `on_products` is called so the
+node publishes it from its executor.
+"""
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nvs_ros.core.live_scene import KeyframePoses, LiveScene, LiveSceneConfig, LiveStatus
+from nvs_ros.ros.scene_saving import save_scene_products
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 0.1
+"""How long the worker sleeps when there is nothing to train (new work wakes it at once)."""
+ERROR_WAIT_S = 1.0
+"""Pause after a failed step, so a persistent failure does not spin."""
+
+
+@dataclass(frozen=True)
+class QueuedKeyframe:
+    image_HW3: np.ndarray
+    """RGB uint8 at the working resolution."""
+    K_33: np.ndarray
+    """Intrinsics at that resolution."""
+    stamp_ns: int
+    name: str
+    generation: int
+    """The worker's reset count when the frame was offered: frames from before a reset are dropped."""
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    K_33: np.ndarray
+    c2w_44: np.ndarray
+    """Camera-to-map, OpenCV optical axes."""
+    width: int
+    height: int
+    stamp_ns: int
+    """Stamp of the request, given back with the rendered view."""
+
+
+@dataclass(frozen=True)
+class RenderedView:
+    rgb_HW3: np.ndarray
+    depth_HW: np.ndarray
+    """z depth in scene units, NaN where nothing was hit."""
+    K_33: np.ndarray
+    c2w_44: np.ndarray
+    stamp_ns: int
+
+
+@dataclass
+class Outbox:
+    """Products not yet published; each kind keeps only its newest value."""
+
+    poses: KeyframePoses | None = None
+    cloud: tuple[np.ndarray, np.ndarray] | None = None
+    latest_view: RenderedView | None = None
+    rendered: RenderedView | None = None
+    cleared: bool = False
+    """A reset happened: publishers empty their latched topics first."""
+
+
+@dataclass
+class WorkerStats:
+    dropped_keyframes: int = 0
+    keyframes_added: int = 0
+    renders: int = 0
+    renders_refused: int = 0
+    train_s_total: float = 0.0
+    first_frame_at: float | None = None
+    """time.monotonic() of the first keyframe offered (since start or the last reset)."""
+    first_poses_after_s: float | None = None
+    first_cloud_after_s: float | None = None
+    errors: int = 0
+    last_error: str = ""
+    failing: bool = False
+    """The last step failed (last_error says why); cleared by the next step that succeeds."""
+    status: LiveStatus | None = None
+
+
+class SceneWorker:
+    """Owns a LiveScene in a thread of its own; every public method is safe from any thread."""
+
+    def __init__(self, config: LiveSceneConfig, *, slice_s: float = 1.0, queue_size: int = 16,
+                 cloud_points: int = 20000, on_products: Callable[[], None] = lambda: None,
+                 run_info: dict | None = None) -> None:
+        self.config = config
+        self.slice_s = slice_s
+        self.cloud_points = cloud_points
+        self.stats = WorkerStats()
+        self._on_products = on_products
+        self._run_info = run_info or {}
+        self._scene = LiveScene(config)
+        self._queue: deque[QueuedKeyframe] = deque()
+        self._queue_size = queue_size
+        self._render: RenderRequest | None = None
+        self._requests: deque[tuple[str, Any, Future]] = deque()
+        self._outbox = Outbox()
+        self._generation = 0
+        self._rounds_published = -1
+        self._cloud_train_s = 0.0
+        """Training time (stats.train_s_total) when the last cloud was made."""
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nvs_scene_worker", daemon=True)
+
+    # --- called from the node's callbacks ------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop after the current slice; pending save/reset requests fail.
+
+        Waits at most `timeout_s`: a full training round does not stop early, and the thread is
+        a daemon, so the process can exit meanwhile (files are only ever written atomically).
+        """
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    @property
+    def generation(self) -> int:
+        """Resets so far; pass it with each keyframe offered."""
+        return self._generation
+
+    @property
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    def offer_keyframe(self, keyframe: QueuedKeyframe) -> None:
+        """Queue a keyframe; drops (and counts) the oldest queued one when the queue is full."""
+        with self._wake:
+            if self.stats.first_frame_at is None:
+                self.stats.first_frame_at = time.monotonic()
+            if len(self._queue) >= self._queue_size:
+                self._queue.popleft()
+                self.stats.dropped_keyframes += 1
+            self._queue.append(keyframe)
+            self._wake.notify()
+
+    def request_render(self, request: RenderRequest) -> None:
+        """Render this view when the worker is next free (replaces an unserved request)."""
+        with self._wake:
+            self._render = request
+            self._wake.notify()
+
+    def request_save(self, folder: Path) -> "Future[str]":
+        """Write the products to `folder`; the Future gives a summary or raises why not."""
+        return self._request("save", Path(folder))
+
+    def request_reset(self) -> "Future[str]":
+        """Forget every keyframe and the trained scene."""
+        return self._request("reset", None)
+
+    def take_products(self) -> Outbox:
+        """What was produced since the last call (empty fields: nothing new)."""
+        with self._wake:
+            outbox, self._outbox = self._outbox, Outbox()
+        return outbox
+
+    def _request(self, kind: str, argument: Any) -> Future:
+        future: Future = Future()
+        if self._stop.is_set():
+            future.set_exception(RuntimeError("the scene worker is stopped"))
+            return future
+        with self._wake:
+            self._requests.append((kind, argument, future))
+            self._wake.notify()
+        return future
+
+    # --- the worker thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+                self.stats.failing = False
+            except Exception as err:  # noqa: BLE001 -- keep the node alive, report it
+                error = f"{type(err).__name__}: {err}"
+                if error != self.stats.last_error:  # the traceback once, not every second
+                    log.exception("scene worker step failed")
+                self.stats.errors += 1
+                self.stats.last_error, self.stats.failing = error, True
+                self._stop.wait(ERROR_WAIT_S)
+        self._fail_pending(RuntimeError("the scene worker stopped"))
+
+    def _step(self) -> None:
+        self._serve_requests()
+        self._add_queued()
+        status = self._scene.status()
+        if status.keyframes < self.config.min_keyframes:
+            self.stats.status = status
+            with self._wake:
+                if not (self._queue or self._requests or self._render or self._stop.is_set()):
+                    self._wake.wait(IDLE_WAIT_S)
+            return
+        started = time.perf_counter()
+        status = self._scene.train(self.slice_s)
+        self.stats.train_s_total += time.perf_counter() - started
+        self.stats.status = status
+        if status.ready:
+            self._produce(status)
+
+    def _serve_requests(self) -> None:
+        with self._wake:
+            requests, self._requests = list(self._requests), deque()
+            render, self._render = self._render, None
+        for kind, argument, future in requests:
+            try:
+                future.set_result(self._save(argument) if kind == "save" else self._reset())
+            except Exception as err:  # noqa: BLE001 -- the caller reports it
+                future.set_exception(err)
+        if render is not None:
+            self._serve_render(render)
+
+    def _add_queued(self) -> None:
+        with self._wake:
+            queued, self._queue = list(self._queue), deque()
+        for keyframe in queued:
+            if keyframe.generation != self._generation:
+                continue
+            self._scene.add_keyframe(keyframe.image_HW3, keyframe.K_33, keyframe.stamp_ns, keyframe.name)
+            self.stats.keyframes_added += 1
+
+    def _produce(self, status: LiveStatus) -> None:
+        poses = self._scene.keyframe_poses()
+        outbox = Outbox(poses=poses)
+        if self.stats.first_poses_after_s is None:
+            self.stats.first_poses_after_s = self._since_first_frame()
+        trained_since = self.stats.train_s_total - self._cloud_train_s
+        if status.rounds != self._rounds_published or trained_since >= self.config.round_budget_s:
+            # A full round is over, or a round's worth of continued training: the slow products.
+            outbox.cloud = self._scene.point_cloud(self.cloud_points)
+            outbox.latest_view = self._latest_view(poses)
+            self._rounds_published, self._cloud_train_s = status.rounds, self.stats.train_s_total
+            if self.stats.first_cloud_after_s is None:
+                self.stats.first_cloud_after_s = self._since_first_frame()
+        self._deliver(outbox)
+
+    def _latest_view(self, poses: KeyframePoses) -> RenderedView | None:
+        finite = [i for i in range(len(poses.names)) if np.isfinite(poses.c2w_N44[i]).all()]
+        if not finite:
+            return None
+        i = max(finite, key=lambda j: poses.stamps_ns[j])
+        width, height = (int(v) for v in poses.sizes_N2[i])
+        rgb_HW3, depth_HW = self._scene.render(poses.K_N33[i], poses.c2w_N44[i], width, height)
+        return RenderedView(rgb_HW3, depth_HW, poses.K_N33[i], poses.c2w_N44[i], int(poses.stamps_ns[i]))
+
+    def _serve_render(self, request: RenderRequest) -> None:
+        if not self._scene.ready:
+            self.stats.renders_refused += 1
+            log.warning("render request ignored: the scene is not trained yet")
+            return
+        rgb_HW3, depth_HW = self._scene.render(request.K_33, request.c2w_44, request.width, request.height)
+        self.stats.renders += 1
+        self._deliver(Outbox(rendered=RenderedView(rgb_HW3, depth_HW, request.K_33, request.c2w_44,
+                                                   request.stamp_ns)))
+
+    def _save(self, folder: Path) -> str:
+        if not self._scene.ready:
+            status = self._scene.status()
+            raise RuntimeError(f"nothing to save yet: {status.keyframes} keyframe(s), training starts "
+                               f"at {self.config.min_keyframes} and the scene is not ready")
+        written = save_scene_products(folder, self._scene, self.cloud_points,
+                                      {**self._run_info, "status": asdict(self._scene.status())})
+        return f"wrote {', '.join(written)} to {folder}"
+
+    def _reset(self) -> str:
+        with self._wake:
+            dropped = len(self._queue)
+            self._queue.clear()
+            self._render = None
+            self._generation += 1
+            self._outbox = Outbox(cleared=True)
+        self._scene.reset()
+        self._rounds_published, self._cloud_train_s = -1, 0.0
+        self.stats = WorkerStats(dropped_keyframes=self.stats.dropped_keyframes)
+        self._on_products()
+        return f"scene reset ({dropped} queued keyframe(s) dropped)"
+
+    def _deliver(self, outbox: Outbox) -> None:
+        with self._wake:
+            current = self._outbox
+            for name in ("poses", "cloud", "latest_view", "rendered"):
+                if getattr(outbox, name) is not None:
+                    setattr(current, name, getattr(outbox, name))
+        self._on_products()
+
+    def _since_first_frame(self) -> float | None:
+        first = self.stats.first_frame_at
+        return None if first is None else time.monotonic() - first
+
+    def _fail_pending(self, err: Exception) -> None:
+        with self._wake:
+            requests, self._requests = list(self._requests), deque()
+        for _, _, future in requests:
+            future.set_exception(err)

@@ -1,0 +1,224 @@
+"""nvs_node end to end: a bag of the bundled scene in; TF, cloud, path, frusta, views, save, reset out.
+
+The node runs as users start it (console script + params file, tiny overrides) with the real
+LiveScene; the bag is played into it over DDS by nvs_ros's bag player.
+"""
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from nav_msgs.msg import Path as PathMsg  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
+from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+
+from nvs_ros.io.bag_writer import write_bag  # noqa: E402
+from nvs_ros.io.bundled_scene import render_bundled_scene  # noqa: E402
+from nvs_ros.io.point_cloud_ply import read_point_cloud_ply  # noqa: E402
+from nvs_ros.io.scene_checkpoint import is_scene_dir, load_scene  # noqa: E402
+from nvs_ros.ros.bag_player import play_bag  # noqa: E402
+from nvs_ros.ros.image_conversion import image_msg_to_numpy  # noqa: E402
+from nvs_ros.ros.point_cloud_msg import point_cloud_from_msg  # noqa: E402
+from nvs_ros.ros.qos import LATCHED_QOS, RELIABLE_IMAGE_QOS, TF_STATIC_QOS  # noqa: E402
+from nvs_ros.ros.transforms import matrix_to_transform_stamped, pose_to_matrix, transform_to_matrix  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+CAMERA_FRAME = "bag_cam_optical_frame"
+VIEWS = 10
+SIZE = 32
+TIMEOUT_S = 45.0
+TINY = ["-p", "reliable_qos:=true", "-p", "min_keyframes:=4", "-p", "round_budget_s:=3.0",
+        "-p", "train_slice_s:=0.5", "-p", f"working_max_side:={SIZE}", "-p", "keyframe_min_novelty:=0.05",
+        "-p", "torch_threads:=1", "-p", "diagnostics_period_s:=0.2", "-p", "cloud_max_points:=2000"]
+
+
+def start_node(*ros_args: str) -> subprocess.Popen:
+    nvs_node = Path(sys.executable).with_name("nvs_node")
+    params = Path(__file__).resolve().parents[2] / "config" / "nvs.yaml"
+    return subprocess.Popen([str(nvs_node), "--ros-args", "--params-file", str(params), *ros_args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop_node(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=15)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[0]
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory) -> Path:
+    scene = render_bundled_scene("room", "ring", num_views=VIEWS, size=SIZE)
+    return write_bag(scene, tmp_path_factory.mktemp("bag") / "room", rate_hz=10.0, frame_id=CAMERA_FRAME)
+
+
+class Listener:
+    """Subscribes to everything nvs_node publishes and keeps the latest of each."""
+
+    def __init__(self, context, spin_until):
+        self.node = Node("nvs_products_listener", context=context)
+        self.spin_until = spin_until
+        self.latest: dict[str, object] = {}
+        self.tf: list = []
+        self.paths: dict[tuple[int, int], PathMsg] = {}
+        """Every keyframe path by its stamp (the TF sent with it carries the same stamp)."""
+        self.scene_status: dict[str, str] = {}
+        for topic, kind, qos in [("point_cloud", PointCloud2, LATCHED_QOS),
+                                 ("keyframe_path", PathMsg, LATCHED_QOS),
+                                 ("keyframe_frusta", MarkerArray, LATCHED_QOS),
+                                 ("latest_view", Image, RELIABLE_IMAGE_QOS),
+                                 ("rendered_image", Image, RELIABLE_IMAGE_QOS),
+                                 ("rendered_depth", Image, RELIABLE_IMAGE_QOS)]:
+            self.node.create_subscription(kind, f"/nvs_node/{topic}",
+                                          lambda msg, topic=topic: self.latest.__setitem__(topic, msg), qos)
+        self.node.create_subscription(PathMsg, "/nvs_node/keyframe_path", lambda msg: self.paths.__setitem__(
+            (msg.header.stamp.sec, msg.header.stamp.nanosec), msg), LATCHED_QOS)
+        self.node.create_subscription(TFMessage, "/tf", lambda msg: self.tf.extend(msg.transforms), 100)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.render_pose = self.node.create_publisher(PoseStamped, "/nvs_node/render_pose", 10)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith(": scene"):
+                self.scene_status = {kv.key: kv.value for kv in status.values}
+
+    def wait(self, predicate, what: str, timeout_s: float = TIMEOUT_S) -> None:
+        assert self.spin_until(self.node, predicate, timeout_s), \
+            f"timed out waiting for {what}; scene status: {self.scene_status}"
+
+    def call(self, service: str) -> Trigger.Response:
+        client = self.node.create_client(Trigger, f"/nvs_node/{service}")
+        self.wait(lambda: client.service_is_ready(), f"service {service}")
+        future = client.call_async(Trigger.Request())
+        self.wait(future.done, f"the {service} response")
+        return future.result()
+
+    def transforms(self, child: str) -> list:
+        return [t for t in self.tf if t.child_frame_id == child]
+
+
+def stamp_of(msg) -> tuple[int, int]:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+def play_in_background(bag_path: Path, context) -> threading.Thread:
+    thread = threading.Thread(target=play_bag, args=(bag_path,), daemon=True,
+                              kwargs={"clock": False, "context": context, "wait_for_subscribers_s": TIMEOUT_S,
+                                      "topics": ["/camera/image_raw", "/camera/camera_info"]})
+    thread.start()
+    return thread
+
+
+def test_bag_in_poses_cloud_frusta_views_save_and_reset_out(bag, tmp_path, rclpy_context, spin_until):
+    out = tmp_path / "products"
+    proc = start_node(*TINY, "-p", f"output_folder:={out}")
+    try:
+        listener = Listener(rclpy_context, spin_until)
+        player = play_in_background(bag, rclpy_context)
+        listener.wait(lambda: listener.transforms(CAMERA_FRAME) and "point_cloud" in listener.latest
+                      and listener.latest["point_cloud"].width > 10, "TF and a point cloud")
+        player.join(TIMEOUT_S)
+
+        (tf, *_) = listener.transforms(CAMERA_FRAME)
+        assert tf.header.frame_id == "map"
+        assert np.isfinite(transform_to_matrix(tf)).all()
+        xyz_P3, rgb_P3 = point_cloud_from_msg(listener.latest["point_cloud"])
+        assert {f.name for f in listener.latest["point_cloud"].fields} == {"x", "y", "z", "rgb"}
+        assert len(xyz_P3) > 10 and np.isfinite(xyz_P3).all() and rgb_P3.std() > 0
+        # Path and frusta go out together; wait until the newest of each belong to the same poses.
+        listener.wait(lambda: "latest_view" in listener.latest and "keyframe_frusta" in listener.latest
+                      and len(listener.latest["keyframe_frusta"].markers)
+                      == len(listener.latest["keyframe_path"].poses) + 1, "frusta and the latest view")
+        path = listener.latest["keyframe_path"]
+        assert path.header.frame_id == "map" and len(path.poses) >= 4
+        markers = listener.latest["keyframe_frusta"].markers
+        assert markers[0].action == Marker.DELETEALL and all(len(m.points) == 16 for m in markers[1:])
+        view = listener.latest["latest_view"]
+        assert (view.encoding, view.width, view.height, view.header.frame_id) == ("rgb8", SIZE, SIZE, CAMERA_FRAME)
+        # /diagnostics is periodic: wait for a status sent after the products went out.
+        listener.wait(lambda: listener.scene_status.get("tf") == f"map -> {CAMERA_FRAME}",
+                      "a ready scene on /diagnostics")
+        status = listener.scene_status
+        assert status["ready"] == "True" and int(status["rounds"]) >= 1 and float(status["loss"]) >= 0
+        assert int(status["training_step"]) > 0 and status["dropped_keyframes"] == "0"
+        assert float(status["first_poses_after_s"]) > 0 and status["tf"] == f"map -> {CAMERA_FRAME}"
+
+        # A synthesized view from a pose nobody photographed: halfway between two keyframes' centres.
+        request = PoseStamped(pose=path.poses[0].pose)
+        request.header.frame_id = "map"
+        a, b = path.poses[0].pose.position, path.poses[1].pose.position
+        request.pose.position.x, request.pose.position.y = (a.x + b.x) / 2, (a.y + b.y) / 2
+        request.header.stamp.sec = 42
+        listener.wait(lambda: listener.render_pose.get_subscription_count() > 0, "the render_pose subscriber")
+        listener.render_pose.publish(request)
+        listener.wait(lambda: "rendered_image" in listener.latest and "rendered_depth" in listener.latest,
+                      "the rendered view")
+        rendered, depth = listener.latest["rendered_image"], listener.latest["rendered_depth"]
+        assert rendered.header.stamp.sec == depth.header.stamp.sec == 42
+        rgb_HW3, depth_HW = image_msg_to_numpy(rendered), image_msg_to_numpy(depth)
+        assert rgb_HW3.shape == (SIZE, SIZE, 3) and rgb_HW3.std() > 0
+        hit_HW = np.isfinite(depth_HW)  # NaN where the ray hits nothing
+        assert depth.encoding == "32FC1" and hit_HW.any() and (depth_HW[hit_HW] > 0).all()
+
+        response = listener.call("save")
+        assert response.success, response.message
+        poses = json.loads((out / "poses.json").read_text())
+        assert len(poses["images"]) >= 4 and all(image["registered"] for image in poses["images"])
+        cloud_points, _ = read_point_cloud_ply(out / "cloud.ply")
+        assert len(cloud_points) > 10 and (out / "run.json").is_file()
+        assert is_scene_dir(out) and load_scene(out).c2w_N44.shape == (len(poses["images"]), 4, 4)
+
+        response = listener.call("reset")
+        assert response.success, response.message
+        listener.wait(lambda: listener.scene_status.get("scene_keyframes") == "0"
+                      and len(listener.latest["keyframe_path"].poses) == 0
+                      and listener.latest["point_cloud"].width == 0, "the emptied scene")
+        response = listener.call("save")
+        assert not response.success and "nothing to save" in response.message
+        assert proc.poll() is None
+    finally:
+        log = stop_node(proc)
+    assert "Traceback" not in log, log
+
+
+def test_camera_in_an_odometry_tree_gets_map_to_odom(bag, rclpy_context, spin_until):
+    proc = start_node(*TINY, "-p", "round_budget_s:=2.0")
+    try:
+        listener = Listener(rclpy_context, spin_until)
+        # A robot: odom -> base_link -> the camera's optical frame, latched on /tf_static.
+        T_base_camera = np.array([[0, 0, 1, 0.1], [-1, 0, 0, 0], [0, -1, 0, 0.5], [0, 0, 0, 1]], float)
+        T_odom_base = np.eye(4)
+        T_odom_base[:3, 3] = [2.0, -1.0, 0.0]
+        static = listener.node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+        static.publish(TFMessage(transforms=[
+            matrix_to_transform_stamped(T_odom_base, "odom", "base_link", 0),
+            matrix_to_transform_stamped(T_base_camera, "base_link", CAMERA_FRAME, 0)]))
+        player = play_in_background(bag, rclpy_context)
+        listener.wait(lambda: any(stamp_of(tf) in listener.paths for tf in listener.transforms("odom")),
+                      "map -> odom")
+        player.join(TIMEOUT_S)
+        assert not listener.transforms(CAMERA_FRAME), "the camera frame got a second parent"
+        tf = next(tf for tf in listener.transforms("odom") if stamp_of(tf) in listener.paths)
+        assert tf.header.frame_id == "map"
+        # map -> odom -> base_link -> camera puts the camera at the newest keyframe's pose in the map.
+        path = listener.paths[stamp_of(tf)]
+        newest = max(path.poses, key=stamp_of)
+        T_map_camera = transform_to_matrix(tf) @ T_odom_base @ T_base_camera
+        np.testing.assert_allclose(T_map_camera, pose_to_matrix(newest.pose), atol=1e-6)
+        listener.wait(lambda: listener.scene_status.get("tf") == "map -> odom", "the TF parent in diagnostics")
+    finally:
+        stop_node(proc)

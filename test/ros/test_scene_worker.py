@@ -1,0 +1,106 @@
+"""The scene worker with a real (tiny) LiveScene, in process (no DDS): queueing, requests, products."""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nvs_ros.core.live_scene import LiveSceneConfig
+from nvs_ros.io.bundled_scene import render_bundled_scene
+from nvs_ros.ros.scene_worker import QueuedKeyframe, RenderRequest, SceneWorker
+
+TIMEOUT_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return render_bundled_scene("room", "ring", num_views=6, size=32)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def keyframe(scene, i: int, generation: int = 0) -> QueuedKeyframe:
+    return QueuedKeyframe(scene.images_NHW3[i], scene.K_N33[i], 1000 + i, f"frame_{i}", generation)
+
+
+def wait_until(predicate, timeout_s: float = TIMEOUT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_full_queue_drops_the_oldest_and_counts_it(scene):
+    worker = SceneWorker(LiveSceneConfig(min_keyframes=4), queue_size=3)
+    for i in range(5):  # not started: nothing is taken from the queue
+        worker.offer_keyframe(keyframe(scene, i))
+    assert worker.queue_length == 3 and worker.stats.dropped_keyframes == 2
+    worker.start()
+    try:
+        assert wait_until(lambda: worker.stats.keyframes_added == 3)
+        assert worker.stats.status.keyframes == 3 and not worker.stats.status.ready
+    finally:
+        worker.stop()
+
+
+def test_requests_before_training_fail_or_are_refused_and_reset_drops_stale_frames(scene):
+    worker = SceneWorker(LiveSceneConfig(min_keyframes=4))
+    worker.start()
+    try:
+        with pytest.raises(RuntimeError, match="nothing to save yet"):
+            worker.request_save(Path("/nonexistent")).result(TIMEOUT_S)
+        worker.request_render(RenderRequest(scene.K_N33[0], scene.c2w_N44[0], 32, 32, 0))
+        assert wait_until(lambda: worker.stats.renders_refused == 1)
+        worker.offer_keyframe(keyframe(scene, 0))
+        assert wait_until(lambda: worker.stats.keyframes_added == 1)
+        assert "scene reset" in worker.request_reset().result(TIMEOUT_S)
+        assert worker.generation == 1 and worker.take_products().cleared
+        worker.offer_keyframe(keyframe(scene, 1, generation=0))  # offered before the reset: dropped
+        worker.offer_keyframe(keyframe(scene, 2, generation=1))
+        assert wait_until(lambda: worker.stats.status is not None and worker.stats.status.keyframes == 1
+                          and worker.queue_length == 0)
+        assert worker.stats.keyframes_added == 1
+    finally:
+        worker.stop()
+    with pytest.raises(RuntimeError, match="stopped"):
+        worker.request_reset().result(TIMEOUT_S)
+
+
+def test_trained_scene_hands_over_poses_cloud_latest_view_and_renders(scene, tmp_path):
+    calls = []
+    worker = SceneWorker(LiveSceneConfig(min_keyframes=4, round_budget_s=2.0), slice_s=0.3,
+                         cloud_points=500, on_products=lambda: calls.append(time.monotonic()))
+    for i in range(6):
+        worker.offer_keyframe(keyframe(scene, i))
+    worker.start()
+    try:
+        outboxes = []
+        assert wait_until(lambda: outboxes.append(worker.take_products()) or any(o.cloud for o in outboxes))
+        first = next(o for o in outboxes if o.cloud is not None)
+        assert calls and len(first.poses.names) == 6 and np.isfinite(first.poses.c2w_N44).all()
+        assert first.cloud[0].dtype == np.float32 and first.cloud[1].dtype == np.uint8
+        assert len(first.cloud[0]) <= 500
+        newest = int(np.argmax(first.poses.stamps_ns))
+        assert first.latest_view.stamp_ns == 1005 and first.latest_view.rgb_HW3.shape == (32, 32, 3)
+        np.testing.assert_allclose(first.latest_view.c2w_44, first.poses.c2w_N44[newest])
+        assert worker.stats.first_poses_after_s > 0 and worker.stats.first_cloud_after_s > 0
+
+        worker.request_render(RenderRequest(first.poses.K_N33[0], first.poses.c2w_N44[0], 24, 16, 77))
+        assert wait_until(lambda: outboxes.append(worker.take_products()) or any(o.rendered for o in outboxes))
+        rendered = next(o.rendered for o in outboxes if o.rendered is not None)
+        assert rendered.stamp_ns == 77 and rendered.rgb_HW3.shape == (16, 24, 3)
+        assert rendered.depth_HW.shape == (16, 24) and rendered.depth_HW.dtype == np.float32
+
+        summary = worker.request_save(tmp_path / "out").result(TIMEOUT_S)
+        assert "poses.json" in summary and (tmp_path / "out" / "poses_tum.txt").is_file()
+        assert worker.stats.last_error == ""
+    finally:
+        worker.stop()
