@@ -15,28 +15,11 @@ import torch
 from torch import Tensor
 
 from nvs_ros.core.diffusion import GenerativeLifting
-from nvs_ros.core.field import RadianceField
-from nvs_ros.core.forward_poses import build_forward_engine
-from nvs_ros.core.orbit_poses import PoseRefinement
-from nvs_ros.core.pose_encoder import PoseEncoder
 from nvs_ros.core.refine import RefineConfig, Registration, register_frames, resize_views, view_residuals
 from nvs_ros.core.rendering import RenderOutput
-from nvs_ros.core.trainer import TrainerConfig
+from nvs_ros.core.trainer import TrainerConfig, build_engine
 
 STATE_VERSION = 1
-
-
-def build_engine(config: TrainerConfig, num_images: int, radius: float) -> GenerativeLifting:
-    """A fresh engine (coarse field, random encoder, zero refinements) for `config`; `radius` is
-    the 360 gauge's camera distance (forward mode has none)."""
-    coarse_field = dataclasses.replace(config.field, resolution=config.coarse_grid)
-    if config.mode == "forward":
-        # the NDC map's intrinsics are buffers: a loaded state dict brings the trained ones
-        return build_forward_engine(num_images, torch.eye(3), 2, 2, config.forward, config.encoder, coarse_field,
-                                    config.diffusion)
-    field = RadianceField(coarse_field)
-    refinement = PoseRefinement(num_images, config.encoder.orbit, radius)
-    return GenerativeLifting(PoseEncoder(config.encoder), field, refinement, config.diffusion)
 
 
 @dataclass

@@ -172,6 +172,19 @@ class ReconstructionResult:
                                confidence_N=np.where(self.outlier_N, 0.0, self.confidence_N))
 
 
+def build_engine(config: TrainerConfig, num_images: int, radius: float,
+                 reference_camera: tuple[Tensor, int, int] = (torch.eye(3), 2, 2)) -> GenerativeLifting:
+    """A fresh engine (coarse field, random encoder, zero refinements) for `config`. `radius`
+    is the 360 gauge's camera distance; `reference_camera` (K, height, width) sets a forward
+    capture's NDC map (a loaded state dict brings the trained one)."""
+    coarse_field = replace(config.field, resolution=config.coarse_grid)
+    if config.mode == "forward":
+        return build_forward_engine(num_images, *reference_camera, config.forward, config.encoder, coarse_field,
+                                    config.diffusion)
+    refinement = PoseRefinement(num_images, config.encoder.orbit, radius)
+    return GenerativeLifting(PoseEncoder(config.encoder), RadianceField(coarse_field), refinement, config.diffusion)
+
+
 def reconstruct(image_set: ImageSet, config: TrainerConfig = TrainerConfig(),
                 progress_callback: Callable[[TrainingProgress], None] | None = None,
                 initial_c2w_N44: np.ndarray | None = None) -> ReconstructionResult:
@@ -305,20 +318,9 @@ class _Run:
 
     def _new_engine(self, seed: int) -> GenerativeLifting:
         torch.manual_seed(seed)
-        if self.config.mode == "forward":
-            return self._new_forward_engine()
-        field_ = RadianceField(replace(self.config.field, resolution=self.config.coarse_grid))
-        refinement = PoseRefinement(self.n, self.config.encoder.orbit, self.radius)
-        engine = GenerativeLifting(PoseEncoder(self.config.encoder), field_, refinement, self.config.diffusion)
-        return engine.to(self.device)
-
-    def _new_forward_engine(self) -> GenerativeLifting:
         images, K = self._level(self.config.coarse_size)
         _, h, w, _ = images.shape
-        engine = build_forward_engine(self.n, K[0].cpu(), h, w, self.config.forward, self.config.encoder,
-                                      replace(self.config.field, resolution=self.config.coarse_grid),
-                                      self.config.diffusion)
-        return engine.to(self.device)
+        return build_engine(self.config, self.n, self.radius, (K[0].cpu(), h, w)).to(self.device)
 
     def _field_optimizer(self, engine: GenerativeLifting) -> torch.optim.Optimizer:
         groups = engine.field.parameter_groups()

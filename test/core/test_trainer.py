@@ -7,25 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from tiny_engine import TINY
 
-from nvs_ros.core.diffusion import DiffusionConfig
-from nvs_ros.core.field import FieldConfig
 from nvs_ros.core.metrics import evaluate_poses
-from nvs_ros.core.orbit_poses import OrbitConfig
-from nvs_ros.core.pose_encoder import PoseEncoderConfig
 from nvs_ros.core.trainer import TrainerConfig, TrainingProgress, reconstruct
 from nvs_ros.io.datasets import load_image_set
-
-# Tiny but complete: coarse 16 px / 16^3 -> fine 32 px / 24^3; 8 anchors on one ring (the
-# bundled ring is at 25 degrees: poses have 2 degrees of freedom, azimuth and elevation).
-TINY = TrainerConfig(
-    time_budget_s=None, iterations=1500, coarse_size=16, fine_size=32, coarse_grid=16, fine_grid=24,
-    batch_images=8, lr_encoder=2e-3, refine_fraction=0.25, reassign_size=16, occupancy_every=1000,
-    encoder=PoseEncoderConfig(input_size=32, channels=(16, 32, 32, 32), hidden=64, groups=4,
-                              orbit=OrbitConfig(num_azimuths=8, ring_elevations_deg=(25.0,))),
-    diffusion=DiffusionConfig(rays_per_step=2048, samples_per_ray=16),
-    field=FieldConfig(resolution=16),
-)
 
 
 @pytest.fixture(scope="module")
