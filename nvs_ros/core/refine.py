@@ -337,7 +337,8 @@ class JointRefinement:
     final joint refinement; also how a live scene keeps learning as views are added).
 
     Views carry a fixed base pose and a learnable twist; `active_N` takes views out of the
-    field's training (outliers) without forgetting them.
+    field's training (outliers) without forgetting them. A caller that adds or drops views
+    builds a new one from the current poses (`c2w()`).
     """
 
     def __init__(self, engine: GenerativeLifting, c2w_N44: Tensor, pose_lr: float = 1e-3,
@@ -357,23 +358,6 @@ class JointRefinement:
         twist = self.twist_N6 if index_B is None else self.twist_N6[index_B]
         base = self.base_N44 if index_B is None else self.base_N44[index_B]
         return cameras.se3_exp(twist) @ base
-
-    def add_views(self, c2w_B44: Tensor) -> None:
-        """Append views (e.g. registered frames); their twists start at zero."""
-        with torch.no_grad():
-            self.base_N44 = torch.cat([self.c2w().detach(), c2w_B44.detach().float()])
-        self.twist_N6 = torch.zeros(len(self.base_N44), 6, device=self.base_N44.device, requires_grad=True)
-        self.active_N = torch.cat([self.active_N, torch.ones(len(c2w_B44), dtype=torch.bool,
-                                                             device=self.active_N.device)])
-        self.pose_optimizer = torch.optim.Adam([self.twist_N6], lr=self.pose_lr)
-
-    def set_poses(self, index_B: Tensor, c2w_B44: Tensor) -> None:
-        """Replace the poses of some views (e.g. after a sphere search)."""
-        with torch.no_grad():
-            base = self.c2w().detach()
-            base[index_B] = c2w_B44.float()
-            self.base_N44 = base
-            self.twist_N6.zero_()
 
     def step(self, images_NHW3: Tensor, K_N33: Tensor, batch: int, generator: torch.Generator | None = None) -> float:
         """One Adam step of field and twists on a random batch of active views; returns the loss."""
