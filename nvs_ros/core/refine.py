@@ -135,6 +135,12 @@ def confidence_from_residual(residual_B: Tensor, reference_psnr: float, config: 
     return (1.0 - (reference_psnr - psnr_B) / config.psnr_tolerance).clamp(0.0, 1.0)
 
 
+def confidence_from_contrast(contrast_B: Tensor, config: RefineConfig) -> Tensor:
+    """The contrast confidence (module docstring): `contrast_range` mapped to 0..1."""
+    lo, hi = config.contrast_range
+    return ((contrast_B - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
 def register_frames(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, reference_psnr: float,
                     config: RefineConfig = RefineConfig(), generator: torch.Generator | None = None) -> Registration:
     """Poses of new frames in a trained scene (images_BHW3 in [0, 1], any size, intrinsics K_B33).
@@ -151,7 +157,7 @@ def register_frames(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tenso
     c = c2w_BC44.shape[1]
     tiny_BHW3, tiny_K_B33 = resize_views(images_BHW3, K_B33, config.search_size)
     keep = min(config.refined_candidates, c)
-    errors_BC = _candidate_errors(engine, tiny_BHW3, tiny_K_B33, c2w_BC44)
+    errors_BC = candidate_errors(engine, tiny_BHW3, tiny_K_B33, c2w_BC44)
     best_BJ = errors_BC.topk(keep, dim=1, largest=False).indices
     small_BHW3, small_K_B33 = (x.repeat_interleave(keep, 0) for x in resize_views(images_BHW3, K_B33, config.size))
     refined = refine_poses(engine, small_BHW3, small_K_B33, c2w_BC44[rows_B[:, None], best_BJ].reshape(-1, 4, 4),
@@ -161,9 +167,8 @@ def register_frames(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tenso
     residual_B = residual_BJ[rows_B, winner_B]
     c2w_B44 = refined.reshape(b, keep, 4, 4)[rows_B, winner_B]
     contrast_B = 1.0 - view_residuals(engine, tiny_BHW3, tiny_K_B33, c2w_B44) / errors_BC.median(dim=1).values
-    lo, hi = config.contrast_range
     confidence_B = torch.minimum(confidence_from_residual(residual_B, reference_psnr, config),
-                                 ((contrast_B - lo) / (hi - lo)).clamp(0.0, 1.0))
+                                 confidence_from_contrast(contrast_B, config))
     return Registration(c2w_B44=c2w_B44, residual_B=residual_B, confidence_B=confidence_B,
                         accepted_B=confidence_B >= config.min_confidence,
                         probability_B=probability_BC[rows_B, best_BJ[rows_B, winner_B]], contrast_B=contrast_B)
@@ -218,7 +223,7 @@ def _candidate_angles(engine: GenerativeLifting, hyp, count: int) -> tuple[Tenso
     return torch.cat(azimuth, dim=1), torch.cat(elevation, dim=1), torch.cat(probability, dim=1)
 
 
-def _candidate_errors(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_BC44: Tensor) -> Tensor:
+def candidate_errors(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_BC44: Tensor) -> Tensor:
     """(B, C) full-image MSE of each frame seen from each of its candidate poses."""
     b, c = c2w_BC44.shape[:2]
     return view_residuals(engine, images_BHW3.repeat_interleave(c, 0), K_B33.repeat_interleave(c, 0),
@@ -245,7 +250,7 @@ def search_sphere(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor,
     measured against. How a suspect view is re-posed before it may rejoin the field's training."""
     turns_J = torch.arange(azimuth_turns, device=c2w_B44.device) * (2.0 * math.pi / azimuth_turns)
     c2w_BJ44 = _turns_about_z(turns_J)[None] @ c2w_B44[:, None].float()
-    errors_BJ = _candidate_errors(engine, images_BHW3, K_B33, c2w_BJ44)
+    errors_BJ = candidate_errors(engine, images_BHW3, K_B33, c2w_BJ44)
     return c2w_BJ44[torch.arange(len(c2w_B44)), errors_BJ.argmin(dim=1)], errors_BJ.median(dim=1).values
 
 
@@ -296,17 +301,16 @@ def correct_outliers(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tens
     c2w_N44[suspects[better]] = refined[better]
     residual_N[suspects[better]] = new_residual[better]
     reposed_N[suspects[better]] = True
-    lo, hi = config.contrast_range
     contrast = 1.0 - residual_N[suspects] / median_error
-    outlier_N[suspects] = ((contrast - lo) / (hi - lo)).clamp(0, 1) < config.min_confidence
+    outlier_N[suspects] = confidence_from_contrast(contrast, config) < config.min_confidence
     return OutlierCorrection(c2w_N44=c2w_N44, outlier_N=outlier_N, reposed_N=reposed_N & ~outlier_N,
                              residual_N=residual_N)
 
 
 def _turns_about_z(angles_J: Tensor) -> Tensor:
-    c, s = torch.cos(angles_J), torch.sin(angles_J)
+    """(J, 4, 4) rotations about world +Z."""
     out = torch.eye(4, device=angles_J.device).repeat(len(angles_J), 1, 1)
-    out[:, 0, 0], out[:, 0, 1], out[:, 1, 0], out[:, 1, 1] = c, -s, s, c
+    out[:, :3, :3] = cameras.so3_exp(angles_J[:, None] * torch.tensor([0.0, 0.0, 1.0], device=angles_J.device))
     return out
 
 
@@ -318,13 +322,8 @@ def resize_views(images_BHW3: Tensor, K_B33: Tensor, max_side: int) -> tuple[Ten
         return images_BHW3, K_B33
     resized = torch.nn.functional.interpolate(images_BHW3.permute(0, 3, 1, 2), size=(height, width),
                                               mode="bilinear", antialias=True, align_corners=False)
-    sx, sy = width / w, height / h
-    scale_33 = torch.diag(torch.tensor([sx, sy, 1.0], device=K_B33.device))
-    K = scale_33 @ K_B33
-    # OpenCV pixel centres: u' = (u + 0.5) s - 0.5
-    K[:, 0, 2] += 0.5 * sx - 0.5
-    K[:, 1, 2] += 0.5 * sy - 0.5
-    return resized.permute(0, 2, 3, 1).contiguous(), K
+    K = cameras.scale_intrinsics(K_B33.detach().cpu().numpy(), width / w, height / h)
+    return resized.permute(0, 2, 3, 1).contiguous(), torch.from_numpy(K).to(K_B33)
 
 
 def _encoder_input(images_BHW3: Tensor, size: int) -> Tensor:

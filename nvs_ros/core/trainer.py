@@ -34,14 +34,14 @@ import torch
 from torch import Tensor
 
 from nvs_ros.core.camera_estimates import CameraEstimates
-from nvs_ros.core.cameras import pixel_grid
+from nvs_ros.core.cameras import so3_exp
 from nvs_ros.core.diffusion import DiffusionConfig, GenerativeLifting, t_max_at
 from nvs_ros.core.field import FieldConfig, RadianceField
 from nvs_ros.core.forward_poses import ForwardConfig, build_forward_engine, forward_gauge
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.orbit_poses import PoseRefinement, orbit_radius_for_fov
 from nvs_ros.core.pose_encoder import PoseEncoder, PoseEncoderConfig
-from nvs_ros.core.refine import correct_outliers, suspect_views
+from nvs_ros.core.refine import candidate_errors, correct_outliers, suspect_views
 
 _log = logging.getLogger(__name__)
 
@@ -525,16 +525,7 @@ class _Run:
     def _full_image_errors(self, engine: GenerativeLifting, c2w_NJ44: Tensor, size: int) -> Tensor:
         """(N, J) full-image MSE of every image seen from each of its J candidate poses."""
         images, K = self._level(size)
-        _, h, w, _ = images.shape
-        uv_P2 = pixel_grid(h, w, device=self.device)
-        errors = []
-        per_chunk = max(1, 16384 // (h * w * c2w_NJ44.shape[1]))
-        for start in range(0, self.n, per_chunk):
-            index = torch.arange(start, min(self.n, start + per_chunk), device=self.device)
-            uv = uv_P2[None].expand(len(index), -1, -1)
-            rgb = engine.render_pixels(K[index], c2w_NJ44[index], uv, randomize=False)
-            errors.append(((rgb - images[index].reshape(len(index), 1, -1, 3)) ** 2).mean(dim=(-1, -2)))
-        return torch.cat(errors)
+        return candidate_errors(engine, images, K, c2w_NJ44)
 
     # ---- oracle
 
@@ -595,15 +586,12 @@ def _upright(c2w_N44: np.ndarray) -> np.ndarray:
     camera's frame (y down). Z-up poses (REP 103 odometry, ring captures) barely move."""
     up_3 = -c2w_N44[:, :3, 1].mean(axis=0)
     up_3 /= max(np.linalg.norm(up_3), 1e-12)
-    z_3 = np.array([0.0, 0.0, 1.0])
-    axis_3, cos = np.cross(up_3, z_3), float(up_3 @ z_3)
-    sin = np.linalg.norm(axis_3)
-    if sin < 1e-9:
-        R = np.eye(3) if cos > 0 else np.diag([1.0, -1.0, -1.0])
-    else:
-        k = axis_3 / sin
-        K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-        R = np.eye(3) + sin * K + (1 - cos) * K @ K
+    axis_3 = np.cross(up_3, [0.0, 0.0, 1.0])
+    angle = math.atan2(np.linalg.norm(axis_3), up_3[2])
+    if np.linalg.norm(axis_3) < 1e-9:  # already up, or upside down: turn about x
+        axis_3 = np.array([1.0, 0.0, 0.0])
+    omega_3 = axis_3 / np.linalg.norm(axis_3) * angle
+    R = so3_exp(torch.from_numpy(omega_3)[None])[0].numpy()
     out_N44 = np.array(c2w_N44, dtype=np.float64, copy=True)
     out_N44[:, :3, :3] = R @ c2w_N44[:, :3, :3]
     out_N44[:, :3, 3] = c2w_N44[:, :3, 3] @ R.T

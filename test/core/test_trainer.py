@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 from tiny_engine import TINY
 
 from nvs_ros.core.metrics import evaluate_poses
@@ -95,10 +96,7 @@ def test_initial_poses_from_elsewhere_replace_pose_learning(scene) -> None:
     noisy = scene.c2w_N44.copy()
     for c2w in noisy:
         axis = rng.normal(size=3)
-        angle = np.radians(4.0)
-        k = axis / np.linalg.norm(axis)
-        K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-        c2w[:3, :3] = c2w[:3, :3] @ (np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K)
+        c2w[:3, :3] = c2w[:3, :3] @ Rotation.from_rotvec(np.radians(4.0) * axis / np.linalg.norm(axis)).as_matrix()
     turn = np.eye(4)
     turn[:3, :3] = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # another world frame
     initial = turn @ noisy
