@@ -51,6 +51,10 @@ class Sim3:
         out_N44[..., :3, 3] = self.apply_points(c2w_N44[..., :3, 3])
         return out_N44
 
+    def inverse(self) -> "Sim3":
+        """x_src = (1 / scale) * R^T @ (x_dst - t)."""
+        return Sim3(1.0 / self.scale, self.R_33.T, -(self.R_33.T @ self.t_3) / self.scale)
+
 
 def umeyama_sim3(src_N3: np.ndarray, dst_N3: np.ndarray, with_scale: bool = True) -> Sim3:
     """Least-squares similarity (Umeyama 1991) minimising sum ||dst - (s R src + t)||^2.
