@@ -28,7 +28,7 @@ Frames below `min_confidence` are rejected, not forced into the scene.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -60,7 +60,9 @@ class RefineConfig:
     degrees of azimuth: the flip the encoder confuses most (findings note). Every sphere
     anchor is tried too: the encoder of a scene trained on few views generalises poorly."""
     refined_candidates: int = 2
-    """Best-ranked candidates refined per new frame (the lowest residual wins)."""
+    """Best-ranked candidates refined per new frame (they race: see `race_steps`)."""
+    race_steps: int = 4
+    """Steps every refined candidate gets; then only the best of them goes on."""
     psnr_tolerance: float = 24.0
     """dB below the training views' PSNR at which the fit confidence reaches 0."""
     contrast_range: tuple[float, float] = (0.25, 0.75)
@@ -154,24 +156,36 @@ def register_frames(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tenso
     rows_B = torch.arange(b, device=images_BHW3.device)
     hyp = engine.predict(_encoder_input(images_BHW3, engine.encoder.config.input_size))
     c2w_BC44, probability_BC = _candidate_poses(engine, hyp, config.candidates)
-    c = c2w_BC44.shape[1]
     tiny_BHW3, tiny_K_B33 = resize_views(images_BHW3, K_B33, config.search_size)
-    keep = min(config.refined_candidates, c)
     errors_BC = candidate_errors(engine, tiny_BHW3, tiny_K_B33, c2w_BC44)
-    best_BJ = errors_BC.topk(keep, dim=1, largest=False).indices
-    small_BHW3, small_K_B33 = (x.repeat_interleave(keep, 0) for x in resize_views(images_BHW3, K_B33, config.size))
-    refined = refine_poses(engine, small_BHW3, small_K_B33, c2w_BC44[rows_B[:, None], best_BJ].reshape(-1, 4, 4),
-                           config, generator)
-    residual_BJ = view_residuals(engine, small_BHW3, small_K_B33, refined).reshape(b, keep)
-    winner_B = residual_BJ.argmin(dim=1)
-    residual_B = residual_BJ[rows_B, winner_B]
-    c2w_B44 = refined.reshape(b, keep, 4, 4)[rows_B, winner_B]
+    best_BJ = errors_BC.topk(min(config.refined_candidates, c2w_BC44.shape[1]), dim=1, largest=False).indices
+    small_BHW3, small_K_B33 = resize_views(images_BHW3, K_B33, config.size)
+    c2w_B44, winner_B = _refine_the_best(engine, small_BHW3, small_K_B33, tiny_BHW3, tiny_K_B33,
+                                         c2w_BC44[rows_B[:, None], best_BJ], config, generator)
+    residual_B = view_residuals(engine, small_BHW3, small_K_B33, c2w_B44)
     contrast_B = 1.0 - view_residuals(engine, tiny_BHW3, tiny_K_B33, c2w_B44) / errors_BC.median(dim=1).values
     confidence_B = torch.minimum(confidence_from_residual(residual_B, reference_psnr, config),
                                  confidence_from_contrast(contrast_B, config))
     return Registration(c2w_B44=c2w_B44, residual_B=residual_B, confidence_B=confidence_B,
                         accepted_B=confidence_B >= config.min_confidence,
                         probability_B=probability_BC[rows_B, best_BJ[rows_B, winner_B]], contrast_B=contrast_B)
+
+
+def _refine_the_best(engine: GenerativeLifting, small_BHW3: Tensor, small_K_B33: Tensor, tiny_BHW3: Tensor,
+                     tiny_K_B33: Tensor, c2w_BJ44: Tensor, config: RefineConfig,
+                     generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """A race (successive halving): each frame's J candidates are refined for `race_steps`, the
+    one with the lowest full-image error at the search size goes on alone for the remaining
+    steps. Most of a registration's time is refinement, and a wrong candidate shows early.
+    Returns the (B, 4, 4) poses and the index of each frame's winning candidate (B,)."""
+    b, j = c2w_BJ44.shape[:2]
+    race = replace(config, steps=min(config.race_steps, config.steps))
+    raced_BJ44 = refine_poses(engine, small_BHW3.repeat_interleave(j, 0), small_K_B33.repeat_interleave(j, 0),
+                              c2w_BJ44.reshape(-1, 4, 4), race, generator).reshape(b, j, 4, 4)
+    winner_B = candidate_errors(engine, tiny_BHW3, tiny_K_B33, raced_BJ44).argmin(dim=1)
+    leader_B44 = raced_BJ44[torch.arange(b, device=c2w_BJ44.device), winner_B]
+    rest = replace(config, steps=config.steps - race.steps, lr=config.lr * 0.5)
+    return refine_poses(engine, small_BHW3, small_K_B33, leader_B44, rest, generator), winner_B
 
 
 def _candidate_poses(engine: GenerativeLifting, hyp, count: int) -> tuple[Tensor, Tensor]:
