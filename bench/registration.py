@@ -52,7 +52,7 @@ def measure(scene_dir: Path, gt: str, size: int | None, views: int | None, devic
         started = time.perf_counter()
         registration = scene.register(image_set.images_NHW3[i:i + 1], image_set.K_N33[i:i + 1])
         latencies.append(time.perf_counter() - started)
-        aligned = alignment.apply_c2w(registration.c2w_B44.double().cpu().numpy())
+        aligned = alignment.apply_c2w(scene.to_output(registration.c2w_B44.double().cpu().numpy()))
         errors.append(float(rotation_angle_deg(np.swapaxes(aligned[:, :3, :3], 1, 2) @ gt_c2w[i:i + 1, :3, :3])[0]))
         accepted.append(bool(registration.accepted_B[0]))
     errors_N, latency_ms = np.array(errors), 1000 * np.array(latencies)

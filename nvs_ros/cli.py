@@ -159,7 +159,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
         metrics = run_reconstruction(image_set, Path(args.out), config, on_step,
                                      {"command": run_config(args), "init": args.init},
-                                     initial_c2w_N44=initial_poses(args.init, image_set))
+                                     initial_c2w_N44=initial_poses(args.init, image_set),
+                                     prior_source=None if args.init in ("none", "features") else "poses file")
     if metrics is not None:
         CONSOLE.print(metrics_table([(f"nvs_ros ({args.poses})", metrics)],
                                     title=f"Pose accuracy on {image_set.source}"))
@@ -303,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--init", default="none", metavar="none|features|POSES",
                      help="initial poses instead of learning them: 'features' chains OpenCV features "
                      "through the ordered images (textured streams); a folder or poses.json (e.g. "
-                     "odometry, matched by image name) is refined as given (default: none)")
+                     "odometry, matched by image name) is refined as given, and its frame and scale are "
+                     "those of the products (default: none)")
     rec.set_defaults(run=run_reconstruct)
 
     register = commands.add_parser("register", help="pose new images in a reconstructed scene",

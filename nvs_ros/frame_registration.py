@@ -31,7 +31,8 @@ class FrameResult:
 
 
 def register_images(scene: Scene, paths: list[Path], K_33: np.ndarray | None = None) -> list[FrameResult]:
-    """Pose of every image in the scene's world frame; unreadable files raise DatasetError."""
+    """Pose of every image in the scene's output frame (that of its poses.json); unreadable
+    files raise DatasetError."""
     results = []
     for path in paths:
         image_HW3, _ = read_image(path)
@@ -42,7 +43,7 @@ def register_images(scene: Scene, paths: list[Path], K_33: np.ndarray | None = N
         started = time.perf_counter()
         registration = scene.register(image_HW3[None], K[None])
         latency = time.perf_counter() - started
-        results.append(FrameResult(name=Path(path).name, c2w_44=registration.c2w_B44[0].double().cpu().numpy(),
+        results.append(FrameResult(name=Path(path).name, c2w_44=scene.to_output(registration.c2w_B44[0].double().cpu().numpy()),
                                    confidence=float(registration.confidence_B[0]),
                                    accepted=bool(registration.accepted_B[0]), latency_s=latency))
         _log.debug("%s: confidence %.2f in %.1f ms", path, results[-1].confidence, 1000 * latency)

@@ -28,6 +28,7 @@ import torch
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.cameras import scale_intrinsics
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices
+from nvs_ros.core.pose_prior import align_to_prior
 from nvs_ros.core.metrics import finite_or_none, psnr, ransac_sim3, ssim, umeyama_sim3
 from nvs_ros.core.products import backproject, merge_clouds
 from nvs_ros.core.scene import Scene
@@ -49,9 +50,12 @@ REPORT_TRAINING_VIEWS = 4
 def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig,
                        progress: Callable[[TrainingProgress], None] | None = None,
                        run_info: dict | None = None, hold_out_every: int = HOLD_OUT_EVERY,
-                       initial_c2w_N44: np.ndarray | None = None) -> dict | None:
+                       initial_c2w_N44: np.ndarray | None = None, prior_source: str | None = None) -> dict | None:
     """Reconstruct `image_set` without its held-out views, register those into the scene,
-    write every product to `out_dir`; returns the metrics (or None without ground truth)."""
+    write every product to `out_dir`; returns the metrics (or None without ground truth).
+
+    `initial_c2w_N44` (NaN rows: unknown) start the poses instead of learning them; with
+    `prior_source` (e.g. "poses file") they are also the frame and scale of the products."""
     out_dir = Path(out_dir)
     started = time.perf_counter()
     held_out_N = held_out_mask(len(image_set), hold_out_every)
@@ -61,6 +65,8 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     result = reconstruct(estimator_input, config, progress, initial_c2w_N44=initial)
     scene = Scene.from_training(result.engine, config, train_set.names, train_set.images_NHW3, train_set.K_N33,
                                 result.c2w_N44)
+    if prior_source is not None and initial is not None:
+        use_frame_of(scene, initial, prior_source)
     train_s = time.perf_counter() - started
     estimates = all_estimates(image_set, held_out_N, result, scene, config)
     register_s = time.perf_counter() - started - train_s
@@ -72,7 +78,8 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
             "held_out": [image_set.names[i] for i in np.flatnonzero(held_out_N)],
             "image_size": [image_set.width, image_set.height], **(run_info or {})}
     info["timings"] = {"train_s": train_s, "register_held_out_s": register_s}
-    write_output_folder(out_dir, estimates, info, metrics)  # poses first: they are the main product
+    info["output_frame"] = "gauge (arbitrary scale)" if scene.output_frame is None else scene.scale_source
+    write_output_folder(out_dir, in_output_frame(estimates, scene), info, metrics)  # poses first: the main product
     save_scene(out_dir, scene)
 
     products_started = time.perf_counter()
@@ -86,6 +93,27 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     info["timings"]["total_s"] = time.perf_counter() - started
     write_json(out_dir / "run.json", {"versions": software_versions(), **info})
     return metrics
+
+
+def use_frame_of(scene: Scene, prior_c2w_N44: np.ndarray, source: str) -> None:
+    """Give the scene's products in the frame (and scale) of the poses it started from, when
+    they fix one (core.pose_prior)."""
+    alignment = align_to_prior(scene.c2w_N44, prior_c2w_N44, source)
+    if alignment is None:
+        _log.warning("the %s poses fix no frame (fewer than two, or no baseline): products stay in the "
+                     "reconstruction's own frame and scale", source)
+        return
+    scene.output_frame, scene.scale_source = alignment.to_prior, source
+    _log.info("products in the frame of the %s: scale %.4g, %d of %d cameras agree (median centre residual %.3g)",
+              source, alignment.to_prior.scale, int(alignment.inlier_N.sum()), len(prior_c2w_N44),
+              float(np.nanmedian(alignment.centre_residual_N)))
+
+
+def in_output_frame(estimates: CameraEstimates, scene: Scene) -> CameraEstimates:
+    """The estimates as published: in the scene's output frame, with its scale source."""
+    if scene.output_frame is None:
+        return estimates
+    return dataclasses.replace(estimates, c2w_N44=scene.to_output(estimates.c2w_N44), scale_source=scene.scale_source)
 
 
 def held_out_mask(count: int, every: int) -> np.ndarray:
@@ -130,8 +158,8 @@ def all_estimates(image_set: ImageSet, held_out_N: np.ndarray, result: Reconstru
 
 
 def write_cloud(path: Path, scene: Scene) -> int:
-    """cloud.ply seen from the scene's training cameras (at most 32, evenly spread) at 64 px;
-    returns the point count (0: nothing opaque, no file)."""
+    """cloud.ply seen from the scene's training cameras (at most 32, evenly spread) at 64 px, in
+    the scene's output frame; returns the point count (0: nothing opaque, no file)."""
     width, height = scene.image_size
     scale = min(1.0, 64 / max(width, height))
     w, h = round(width * scale), round(height * scale)
@@ -145,7 +173,10 @@ def write_cloud(path: Path, scene: Scene) -> int:
     if len(cloud) == 0:  # a scene trained too briefly to be opaque anywhere: nothing to write
         _log.warning("the field is nowhere opaque from the training cameras: no %s written", path.name)
         return 0
-    write_point_cloud_ply(path, cloud.points_P3.cpu().numpy(), cloud.colors_P3.cpu().numpy())
+    points_P3 = cloud.points_P3.double().cpu().numpy()
+    if scene.output_frame is not None:
+        points_P3 = scene.output_frame.apply_points(points_P3)
+    write_point_cloud_ply(path, points_P3, cloud.colors_P3.cpu().numpy())
     _log.info("cloud.ply: %d points", len(cloud))
     return len(cloud)
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from nvs_ros.core.diffusion import GenerativeLifting
+from nvs_ros.core.metrics import Sim3
 from nvs_ros.core.refine import RefineConfig, Registration, register_frames, resize_views, view_residuals
 from nvs_ros.core.rendering import RenderOutput
 from nvs_ros.core.trainer import TrainerConfig, build_engine
@@ -41,6 +42,12 @@ class Scene:
     refine: RefineConfig = dataclasses.field(default_factory=RefineConfig)
     """How frames are registered (a checkpoint keeps only the size `reference_psnr` was measured
     at: the rest are settings of the caller, not of the scene)."""
+    output_frame: Sim3 | None = None
+    """Maps the engine's gauge into the frame of poses the scene was given by a declared source
+    (odometry, a poses file: core.pose_prior), in which its products are published; None: the
+    gauge itself (monocular, arbitrary scale). `c2w_N44`, `register` and `render` stay in the gauge."""
+    scale_source: str | None = None
+    """What fixes the output frame's scale ("odometry", "poses file"); None: arbitrary."""
 
     @classmethod
     def from_training(cls, engine: GenerativeLifting, config: TrainerConfig, names: list[str], images_NHW3: np.ndarray,
@@ -69,6 +76,14 @@ class Scene:
         return self.engine.render_full(torch.as_tensor(K_33, dtype=torch.float32, device=device),
                                        torch.as_tensor(c2w_44, dtype=torch.float32, device=device), height, width)
 
+    def to_output(self, c2w_N44: np.ndarray) -> np.ndarray:
+        """Gauge camera-to-world poses (..., 4, 4) in the output frame."""
+        return c2w_N44 if self.output_frame is None else self.output_frame.apply_c2w(c2w_N44)
+
+    def from_output(self, c2w_N44: np.ndarray) -> np.ndarray:
+        """Output-frame camera-to-world poses (..., 4, 4) in the gauge (to render or compare)."""
+        return c2w_N44 if self.output_frame is None else self.output_frame.inverse().apply_c2w(c2w_N44)
+
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict:
@@ -76,7 +91,11 @@ class Scene:
                 "config": dataclasses.asdict(self.config), "reference_size": self.refine.size,
                 "radius": getattr(self.engine.refinement, "radius", 0.0), "names": list(self.names),
                 "c2w_N44": torch.from_numpy(self.c2w_N44), "K_N33": torch.from_numpy(self.K_N33),
-                "image_size": list(self.image_size), "reference_psnr": self.reference_psnr}
+                "image_size": list(self.image_size), "reference_psnr": self.reference_psnr,
+                "output_frame": None if self.output_frame is None else {
+                    "scale": self.output_frame.scale, "R_33": torch.from_numpy(self.output_frame.R_33),
+                    "t_3": torch.from_numpy(self.output_frame.t_3)},
+                "scale_source": self.scale_source}
 
     @classmethod
     def from_state_dict(cls, state: dict, device: str = "cpu") -> "Scene":
@@ -90,7 +109,14 @@ class Scene:
         return cls(engine=engine, config=config, names=list(state["names"]),
                    c2w_N44=state["c2w_N44"].double().numpy(), K_N33=state["K_N33"].double().numpy(),
                    image_size=tuple(state["image_size"]), reference_psnr=float(state["reference_psnr"]),
-                   refine=RefineConfig(size=int(state["reference_size"])))
+                   refine=RefineConfig(size=int(state["reference_size"])),
+                   output_frame=_sim3_from_state(state.get("output_frame")), scale_source=state.get("scale_source"))
+
+
+def _sim3_from_state(state: dict | None) -> Sim3 | None:
+    if state is None:
+        return None
+    return Sim3(float(state["scale"]), state["R_33"].double().numpy(), state["t_3"].double().numpy())
 
 
 def dataclass_from_dict(cls: type, values: dict) -> typing.Any:

@@ -33,9 +33,11 @@ def save_scene(folder: Path, scene: Scene) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    summary = {k: v for k, v in state.items() if k not in ("engine", "c2w_N44", "K_N33")}
+    summary = {k: v for k, v in state.items() if k not in ("engine", "c2w_N44", "K_N33", "output_frame")}
     summary["c2w_N44"] = state["c2w_N44"].tolist()
     summary["K_N33"] = state["K_N33"].tolist()
+    if state["output_frame"] is not None:
+        summary["output_frame"] = {k: v.tolist() if torch.is_tensor(v) else v for k, v in state["output_frame"].items()}
     write_json(folder / SUMMARY, summary)
     return folder / WEIGHTS
 

@@ -90,3 +90,32 @@ def test_register_poses_image_files_in_a_saved_scene(tmp_path):
     missing = subprocess.run([str(NVS_ROS), "register", str(tmp_path), str(image)], capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 1 and "not a saved scene" in missing.stderr
+
+
+def test_poses_file_gives_the_products_its_frame_and_scale(tmp_path):
+    """--init POSES: the products (poses.json, cloud.ply) come out in the frame and metric
+    scale of the given poses, and say so; without it they are in the engine's own gauge."""
+    from scipy.spatial.transform import Rotation
+
+    from nvs_ros.core.camera_estimates import CameraEstimates
+    from nvs_ros.core.metrics import Sim3
+    from nvs_ros.io.output_folder import write_output_folder
+
+    views = load_image_set("bundled:object", max_side=32, views=8)
+    metres = Sim3(3.0, Rotation.from_euler("z", 90, degrees=True).as_matrix(), np.array([10.0, 5.0, 0.0]))
+    given = metres.apply_c2w(views.c2w_N44)
+    write_output_folder(tmp_path / "odometry", CameraEstimates(
+        names=views.names, c2w_N44=given, registered_N=np.ones(8, bool), K_N33=views.K_N33,
+        sizes_N2=np.tile([views.width, views.height], (8, 1)), confidence_N=np.ones(8), scale_source="odometry"),
+        {"estimator": "a test's odometry"})
+    out = tmp_path / "run"
+    reconstruct(out, "--iters", "30", "--init", str(tmp_path / "odometry" / "poses.json"))
+    estimates = read_poses(out)
+    assert estimates.scale_source == "poses file"
+    trained = estimates.registered_N & (np.arange(8) != 0)  # view_000 is held out, then registered
+    ring = np.linalg.norm(given[:, :3, 3] - given[:, :3, 3].mean(0), axis=1).mean()
+    offsets = np.linalg.norm(estimates.c2w_N44[trained, :3, 3] - given[trained, :3, 3], axis=1)
+    assert offsets.max() < 0.1 * ring, offsets / ring
+    points, _ = read_point_cloud_ply(out / "cloud.ply")
+    assert np.linalg.norm(points.mean(0) - given[:, :3, 3].mean(0)) < 0.5 * ring
+    assert json.loads((out / "run.json").read_text())["output_frame"] == "poses file"

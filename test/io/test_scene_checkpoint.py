@@ -52,3 +52,26 @@ def test_missing_or_damaged_checkpoints_are_clear_errors(scene: Scene, tmp_path)
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(SceneCheckpointError, match="unreadable"):
         load_scene(tmp_path / "scene")
+
+
+def test_the_output_frame_of_a_declared_source_comes_back(scene: Scene, tmp_path) -> None:
+    """A scene given metric poses keeps the similarity into their frame (products, registered
+    frames); saving and loading keep it, and scene.json shows it."""
+    import dataclasses
+    import json
+
+    from scipy.spatial.transform import Rotation
+
+    from nvs_ros.core.metrics import Sim3
+
+    frame = Sim3(2.5, Rotation.from_euler("xyz", [10, -40, 75], degrees=True).as_matrix(), np.array([4.0, -1.0, 0.3]))
+    metric = dataclasses.replace(scene, output_frame=frame, scale_source="odometry")
+    save_scene(tmp_path / "scene", metric)
+    loaded = load_scene(tmp_path / "scene")
+    assert loaded.scale_source == "odometry" and loaded.output_frame.scale == pytest.approx(2.5)
+    out = loaded.to_output(scene.c2w_N44)
+    np.testing.assert_allclose(out[:, :3, 3], frame.apply_points(scene.c2w_N44[:, :3, 3]), atol=1e-9)
+    np.testing.assert_allclose(loaded.from_output(out), scene.c2w_N44, atol=1e-9)
+    assert json.loads((tmp_path / "scene" / SUMMARY).read_text())["output_frame"]["scale"] == pytest.approx(2.5)
+    save_scene(tmp_path / "plain", scene)
+    assert load_scene(tmp_path / "plain").output_frame is None
