@@ -12,6 +12,13 @@ What the ROS node's worker calls (one thread owns a LiveScene; it is not thread-
 4. When the keyframes have grown by `regrow_factor` since the last full round, the next call
    runs a full round on all of them (the encoder is retrained from scratch on the larger set,
    the field too): poses learnt from a few frames are not baked into the map.
+
+Keyframes may come with a prior pose (the robot's odometry from TF: camera-to-odom, metric).
+The scene itself still lives in the engine's gauge (arbitrary scale), but once two posed
+keyframes with priors fix a similarity (core.pose_prior), every product (poses, cloud, renders,
+registered frames, depth) is given in the priors' frame and units, and `scale_source` says so.
+The similarity is refitted whenever the poses change (a round, new or forgotten keyframes,
+continued training), so products always agree with each other.
 """
 
 import math
@@ -23,10 +30,16 @@ import torch
 
 from nvs_ros.core.cameras import scale_intrinsics
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices, resize_images
+from nvs_ros.core.pose_prior import PriorAlignment, align_to_prior
 from nvs_ros.core.products import point_cloud
 from nvs_ros.core.refine import JointRefinement
 from nvs_ros.core.scene import Scene
 from nvs_ros.core.trainer import TrainerConfig, reconstruct
+
+PRIOR_SOURCE = "odometry"
+"""What the keyframes' prior poses are (the scale source the products report)."""
+MIN_PRIOR_BASELINE = 1e-3
+"""Prior camera centres closer together than this (the source's units) fix no scale."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,10 @@ class LiveSceneConfig:
     """Views per continued-training step."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """Settings of the full rounds (its time budget is replaced by round_budget_s)."""
+    priors_as_initial_poses: bool = True
+    """A full round starts from the keyframes' prior poses (refined with the field, missing ones
+    filled from the nearest in time) instead of learning the poses from the images, when at
+    least half of the keyframes have one (360 captures only)."""
 
 
 @dataclass
@@ -58,11 +75,17 @@ class LiveStatus:
     loss: float | None
     rounds: int
     ready: bool
+    scale_source: str | None = None
+    """Frame and units of the products: "odometry" (the priors'), None (the engine's gauge,
+    arbitrary monocular scale)."""
+    prior_residual: float | None = None
+    """Median distance between the keyframes' aligned centres and their priors (priors' units)."""
 
 
 @dataclass
 class KeyframePoses:
-    """The posed keyframes, in the scene's world frame (OpenCV camera-to-world)."""
+    """The posed keyframes, in the products' frame (OpenCV camera-to-world): the priors' frame
+    when `scale_source` is set, else the engine's gauge."""
 
     names: list[str]
     stamps_ns: list[int]
@@ -71,6 +94,8 @@ class KeyframePoses:
     K_N33: np.ndarray
     sizes_N2: np.ndarray
     """(width, height) of each keyframe image, which K refers to."""
+    scale_source: str | None = None
+    """What fixes frame and scale ("odometry"), None: arbitrary monocular scale."""
 
 
 @dataclass
@@ -86,6 +111,7 @@ class _Keyframe:
     stamp_ns: int
     image_HW3: np.ndarray
     K_33: np.ndarray
+    prior_c2w_44: np.ndarray | None
 
 
 class LiveScene:
@@ -107,16 +133,24 @@ class LiveScene:
         self._rounds = 0
         self._step = 0
         self._loss: float | None = None
+        self._alignment: PriorAlignment | None = None
+        """Scene gauge -> the priors' frame, fitted to the current poses (None: no priors fix it)."""
         self._generator = torch.Generator().manual_seed(self.config.seed)
 
     # ------------------------------------------------------------------ input
 
-    def add_keyframe(self, image_HW3: np.ndarray, K_33: np.ndarray, stamp_ns: int, name: str) -> None:
-        """A keyframe (uint8 RGB, intrinsics at its size). Keyframes are kept at the first one's
-        size: later ones of another size are resized to it."""
+    def add_keyframe(self, image_HW3: np.ndarray, K_33: np.ndarray, stamp_ns: int, name: str,
+                     prior_c2w_44: np.ndarray | None = None) -> None:
+        """A keyframe (uint8 RGB, intrinsics at its size), optionally with its camera pose from
+        the prior source (camera-to-odom, OpenCV optical axes, metric). Keyframes are kept at the
+        first one's size: later ones of another size are resized to it."""
         image_HW3 = np.ascontiguousarray(image_HW3, dtype=np.uint8)
         if image_HW3.ndim != 3 or image_HW3.shape[2] != 3 or min(image_HW3.shape[:2]) < 2:
             raise ValueError(f"a keyframe must be an (H, W, 3) image, got {image_HW3.shape}")
+        if prior_c2w_44 is not None:
+            prior_c2w_44 = np.asarray(prior_c2w_44, dtype=np.float64)
+            if prior_c2w_44.shape != (4, 4) or not np.isfinite(prior_c2w_44).all():
+                raise ValueError(f"a prior pose must be a finite 4x4 matrix, got {prior_c2w_44}")
         K_33 = np.asarray(K_33, dtype=np.float64)
         if self._keyframes:
             h, w = self._keyframes[0].image_HW3.shape[:2]
@@ -124,7 +158,7 @@ class LiveScene:
                 sh, sw = image_HW3.shape[:2]
                 K_33 = scale_intrinsics(K_33, w / sw, h / sh)
                 image_HW3 = resize_images(image_HW3[None], h, w)[0]
-        self._keyframes.append(_Keyframe(name, int(stamp_ns), image_HW3, K_33))
+        self._keyframes.append(_Keyframe(name, int(stamp_ns), image_HW3, K_33, prior_c2w_44))
         while len(self._keyframes) > self.config.max_keyframes:
             self._forget(self._most_redundant())
 
@@ -157,19 +191,23 @@ class LiveScene:
         return self._scene is not None
 
     def status(self) -> LiveStatus:
+        alignment = self._alignment
         return LiveStatus(keyframes=len(self._keyframes), posed_keyframes=len(self._posed), step=self._step,
-                          loss=self._loss, rounds=self._rounds, ready=self.ready)
+                          loss=self._loss, rounds=self._rounds, ready=self.ready,
+                          scale_source=alignment.scale_source if alignment else None,
+                          prior_residual=float(np.nanmedian(alignment.centre_residual_N)) if alignment else None)
 
-    def train(self, seconds: float) -> LiveStatus:
+    def train(self, seconds: float, steps: int | None = None) -> LiveStatus:
         """One slice of work: a full round when one is due (it takes `round_budget_s`), else
-        registration of new keyframes and `seconds` of continued training."""
+        registration of new keyframes and `seconds` of continued training (`steps` steps
+        instead, when given: reproducible runs)."""
         if len(self._keyframes) < self.config.min_keyframes:
             return self.status()
         if self._scene is None or len(self._keyframes) >= self.config.regrow_factor * self._keyframes_at_last_round:
             self._full_round()
             return self.status()
         self._register_new_keyframes()
-        self._continue_training(seconds)
+        self._continue_training(seconds, steps)
         return self.status()
 
     def _full_round(self) -> None:
@@ -180,7 +218,7 @@ class LiveScene:
         config = replace(self.config.trainer, time_budget_s=None if by_steps else self.config.round_budget_s,
                          iterations=self.config.round_iterations,
                          device=self.config.device, seed=self.config.seed + self._rounds)
-        result = reconstruct(image_set, config)
+        result = reconstruct(image_set, config, initial_c2w_N44=self._initial_poses())
         self._scene = Scene.from_training(result.engine, config, image_set.names, image_set.images_NHW3,
                                           image_set.K_N33, result.c2w_N44)
         self._posed = list(range(len(self._keyframes)))
@@ -190,6 +228,37 @@ class LiveScene:
         self._step += len(result.curves)
         self._loss = result.curves[-1]["loss"] if result.curves else None
         self._start_joint_training(torch.from_numpy(result.c2w_N44).float())
+        self._align_to_priors()
+
+    def _priors(self, indices: list[int]) -> np.ndarray:
+        """(N, 4, 4) prior poses of these keyframes, NaN rows where one has none."""
+        priors_N44 = np.full((len(indices), 4, 4), np.nan)
+        for row, i in enumerate(indices):
+            if self._keyframes[i].prior_c2w_44 is not None:
+                priors_N44[row] = self._keyframes[i].prior_c2w_44
+        return priors_N44
+
+    def _initial_poses(self) -> np.ndarray | None:
+        """The priors a full round starts from, or None (learn the poses): too few keyframes
+        have one, or their centres do not spread (no scale to start from)."""
+        if not self.config.priors_as_initial_poses or self.config.trainer.mode != "360":
+            return None
+        priors_N44 = self._priors(list(range(len(self._keyframes))))
+        known_N = np.isfinite(priors_N44).all(axis=(1, 2))
+        if known_N.sum() < max(2, math.ceil(len(known_N) / 2)):
+            return None
+        centres_M3 = priors_N44[known_N, :3, 3]
+        if np.linalg.norm(centres_M3 - centres_M3.mean(axis=0), axis=1).max() < MIN_PRIOR_BASELINE:
+            return None
+        return priors_N44
+
+    def _align_to_priors(self) -> None:
+        """Refit the similarity into the priors' frame to the current poses (after they change);
+        the scene keeps it as its output frame, so a saved scene answers in that frame too."""
+        self._alignment = align_to_prior(self._joint.c2w().detach().double().cpu().numpy(),
+                                         self._priors(self._posed), PRIOR_SOURCE, min_baseline=MIN_PRIOR_BASELINE)
+        self._scene.output_frame = None if self._alignment is None else self._alignment.to_prior
+        self._scene.scale_source = None if self._alignment is None else self._alignment.scale_source
 
     def _start_joint_training(self, c2w_N44: torch.Tensor) -> None:
         scene = self._scene
@@ -222,9 +291,13 @@ class LiveScene:
         self._start_joint_training(torch.cat([previous, registration.c2w_B44[accepted]]))
         self._sync_scene()
 
-    def _continue_training(self, seconds: float) -> None:
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
+    def _continue_training(self, seconds: float, steps: int | None) -> None:
+        deadline, last_step = time.perf_counter() + seconds, None if steps is None else self._step + steps
+
+        def more() -> bool:
+            return self._step < last_step if last_step is not None else time.perf_counter() < deadline
+
+        while more():
             loss = self._joint.step(self._images, self._K, self.config.batch_images, self._generator)
             if not math.isfinite(loss):
                 raise RuntimeError("continued training diverged (non-finite loss)")
@@ -240,17 +313,28 @@ class LiveScene:
         self._scene.names = [k.name for k in posed]
         self._scene.K_N33 = np.stack([k.K_33 for k in posed])
         self._scene.c2w_N44 = self._joint.c2w().detach().double().cpu().numpy()
+        self._align_to_priors()
 
     # ------------------------------------------------------------------ products
+    # The scene works in the engine's gauge; what leaves it is in its output frame (the priors'
+    # when they fix one: Scene.to_output), and what comes in is mapped back (Scene.from_output).
+
+    @property
+    def alignment(self) -> PriorAlignment | None:
+        """The similarity from the scene's gauge into the priors' frame (None: products are in
+        the gauge), with its per-keyframe residuals in the posed keyframes' order."""
+        return self._alignment
 
     def keyframe_poses(self) -> KeyframePoses:
         posed = [self._keyframes[i] for i in self._posed]
         c2w = self._joint.c2w().detach().double().cpu().numpy() if self._joint is not None else np.zeros((0, 4, 4))
-        return KeyframePoses(names=[k.name for k in posed], stamps_ns=[k.stamp_ns for k in posed], c2w_N44=c2w,
+        return KeyframePoses(names=[k.name for k in posed], stamps_ns=[k.stamp_ns for k in posed],
+                             c2w_N44=self._scene.to_output(c2w) if self._scene is not None else c2w,
                              confidence_N=np.asarray(self._confidence, dtype=np.float64),
                              K_N33=np.stack([k.K_33 for k in posed]) if posed else np.zeros((0, 3, 3)),
                              sizes_N2=np.array([[k.image_HW3.shape[1], k.image_HW3.shape[0]] for k in posed],
-                                               dtype=np.int64).reshape(-1, 2))
+                                               dtype=np.int64).reshape(-1, 2),
+                             scale_source=self._alignment.scale_source if self._alignment else None)
 
     def point_cloud(self, max_points: int = 20000) -> tuple[np.ndarray, np.ndarray]:
         """(P, 3) float32 points and (P, 3) uint8 colours where the field is opaque, seen from
@@ -261,7 +345,10 @@ class LiveScene:
         _, h, w, _ = self._images.shape
         with torch.no_grad():
             cloud = point_cloud(self._scene.engine.field, self._K[pick], self._joint.c2w()[pick].detach(), h, w)
-        points = cloud.points_P3.cpu().numpy().astype(np.float32)
+        points = cloud.points_P3.cpu().numpy()
+        if self._alignment is not None:
+            points = self._alignment.to_prior.apply_points(points)
+        points = points.astype(np.float32)
         colours = (cloud.colors_P3.clamp(0, 1) * 255).round().byte().cpu().numpy()
         if len(points) > max_points:
             keep = np.random.default_rng(self.config.seed).choice(len(points), max_points, replace=False)
@@ -270,23 +357,27 @@ class LiveScene:
 
     def render(self, K_33: np.ndarray, c2w_44: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 colour and (H, W) float32 depth along the optical axis (NaN where
-        the ray hits nothing) seen from `c2w_44` with intrinsics K_33 at width x height."""
+        the ray hits nothing; in the products' units) seen from `c2w_44` (in the products'
+        frame) with intrinsics K_33 at width x height."""
         if self._scene is None:
             raise RuntimeError("the scene is not trained yet")
-        render = self._scene.render(K_33, c2w_44, width, height)
+        render = self._scene.render(K_33, self._scene.from_output(np.asarray(c2w_44, dtype=np.float64)), width, height)
         rgb = (render.rgb_R3.clamp(0, 1) * 255).round().byte().cpu().numpy()
         depth = torch.where(render.opacity_R > 0.5, render.z_depth_R, torch.full_like(render.z_depth_R, math.nan))
-        return rgb, depth.float().cpu().numpy()
+        scale = self._alignment.to_prior.scale if self._alignment is not None else 1.0
+        return rgb, depth.float().cpu().numpy() * np.float32(scale)
 
     def register(self, image_HW3: np.ndarray, K_33: np.ndarray) -> FramePose:
-        """Pose of one frame in the scene with its confidence (it is not added to the scene)."""
+        """Pose of one frame (in the products' frame) with its confidence; it is not added to
+        the scene."""
         if self._scene is None:
             raise RuntimeError("the scene is not trained yet")
         registration = self._scene.register(image_HW3[None], np.asarray(K_33)[None])
-        return FramePose(c2w_44=registration.c2w_B44[0].double().cpu().numpy(),
+        return FramePose(c2w_44=self._scene.to_output(registration.c2w_B44[0].double().cpu().numpy()),
                          confidence=float(registration.confidence_B[0]), accepted=bool(registration.accepted_B[0]))
 
     @property
     def scene(self) -> Scene | None:
-        """The trained scene with the current keyframe poses (for checkpoints), or None."""
+        """The trained scene with the current keyframe poses (for checkpoints), or None. It is
+        in the engine's gauge; its `output_frame` maps it into the products' frame."""
         return self._scene

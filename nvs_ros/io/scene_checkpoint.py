@@ -36,8 +36,9 @@ def save_scene(folder: Path, scene: Scene) -> Path:
     summary = {k: v for k, v in state.items() if k not in ("engine", "c2w_N44", "K_N33", "output_frame")}
     summary["c2w_N44"] = state["c2w_N44"].tolist()
     summary["K_N33"] = state["K_N33"].tolist()
-    if state["output_frame"] is not None:
-        summary["output_frame"] = {k: v.tolist() if torch.is_tensor(v) else v for k, v in state["output_frame"].items()}
+    frame = state["output_frame"]
+    summary["output_frame"] = None if frame is None else {k: v.tolist() if torch.is_tensor(v) else v
+                                                          for k, v in frame.items()}
     write_json(folder / SUMMARY, summary)
     return folder / WEIGHTS
 

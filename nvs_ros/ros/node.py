@@ -13,7 +13,11 @@ views. This node publishes them (REP 103/105, see README "ROS 2"):
     ~/rendered_image, ~/rendered_depth   the view from a pose sent to ~/render_pose
     /diagnostics              camera input + scene status
 and serves ~/save and ~/reset (std_srvs/Trigger). When TF already connects `odom_frame` to
-the camera frame (odometry tree), the node publishes map -> odom, never a second parent.
+the camera frame (odometry tree), each keyframe takes the camera's odometry pose at its stamp
+as a prior: the scene's products are then in the odometry frame and metres (map is odom as the
+images correct it), and the node publishes map -> odom, never a second parent. Until the priors
+fix the scale (two keyframes with odometry, apart), map -> odom is withheld: a monocular pose
+has an arbitrary scale, and composed with metric odometry it would put the camera anywhere.
 
     nvs_node --ros-args --params-file config/nvs.yaml -r /camera/image_raw:=/my/image
 """
@@ -45,7 +49,7 @@ from visualization_msgs.msg import MarkerArray
 
 from nvs_ros.core.cameras import intrinsics_matrix
 from nvs_ros.core.keyframes import KeyframeBuffer, KeyframeConfig
-from nvs_ros.core.live_scene import KeyframePoses, LiveSceneConfig
+from nvs_ros.core.live_scene import PRIOR_SOURCE, KeyframePoses, LiveSceneConfig
 from nvs_ros.io.image_files import downscale, rescale_intrinsics
 from nvs_ros.ros.image_conversion import (ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8,
                                           numpy_to_image_msg)
@@ -72,6 +76,10 @@ RENDER_FRAME = "nvs_render_optical_frame"
 """Optical frame of views rendered on request (map -> it is sent with each one)."""
 SERVICE_SLACK_S = 120.0
 """A service waits for the worker at most one training round + one slice + this."""
+ODOMETRY_MAX_OFFSET_NS = 100_000_000
+"""A keyframe's odometry prior is the nearest TF sample within this of its stamp (odometry at
+10 Hz or faster); without one (TF not there yet) the keyframe goes without a prior."""
+NO_SCALE = "none (monocular, arbitrary)"
 
 
 @dataclass
@@ -85,6 +93,9 @@ class IngestStats:
     callback_s_total: float = 0.0
     callback_s_max: float = 0.0
     callback_cpu_s_total: float = 0.0
+    keyframes_with_odometry: int = 0
+    keyframes_without_odometry: int = 0
+    """Keyframes offered while the camera is in an odometry tree whose TF at their stamp was missing."""
 
     def record_callback(self, wall_s: float, cpu_s: float) -> None:
         """Wall time is what the next frame waits for; CPU time is the callback's own cost
@@ -150,6 +161,8 @@ class NvsNode(Node):
         self._last_tf: tuple[np.ndarray, str, str] | None = None
         """(T_parent_child, parent, child) last sent on /tf."""
         self._last_tf_stamp: Time | None = None
+        self._tf_withheld = ""
+        """Why the latest poses went out without TF (empty: they did not)."""
         if self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
         self.worker = SceneWorker(
@@ -254,11 +267,27 @@ class NvsNode(Node):
         if decision.accepted:
             name = f"frame_{self.stats.accepted:06d}"
             self.worker.offer_keyframe(QueuedKeyframe(small_HW3, small_K_33, stamp_ns, name,
-                                                      self._keyframes_generation))
+                                                      self._keyframes_generation, self._odometry_prior(stamp_ns)))
         self._render_camera = (small_K_33, small_HW3.shape[1], small_HW3.shape[0])
         self.stats.accepted += 1
         self.stats.last_size = rgb_HW3.shape[:2]
         self.stats.last_latency_s = (self.get_clock().now().nanoseconds - stamp_ns) / 1e9
+
+    def _odometry_prior(self, stamp_ns: int) -> np.ndarray | None:
+        """T_odom_camera at the frame's stamp when the camera is in an odometry tree and TF has
+        it, else None."""
+        odom, camera = self.config.odom_frame, self._camera_frame
+        if not odom or not self.tf_tree.connected(odom, camera):
+            return None
+        try:
+            prior = self.tf_tree.lookup(odom, camera, stamp_ns, max_offset_ns=ODOMETRY_MAX_OFFSET_NS)
+        except LookupError as err:
+            self.stats.keyframes_without_odometry += 1
+            self.get_logger().warning(f"keyframe without odometry prior: {err}",
+                                      throttle_duration_sec=SKIP_LOG_PERIOD_S)
+            return None
+        self.stats.keyframes_with_odometry += 1
+        return prior
 
     def _skip(self, reason: str) -> None:
         self.stats.skipped += 1
@@ -311,7 +340,7 @@ class NvsNode(Node):
         outbox = self.worker.take_products()
         now = self.get_clock().now().to_msg()
         if outbox.cleared:
-            self._last_tf = None
+            self._last_tf, self._tf_withheld = None, ""
             self._publish_poses(KeyframePoses([], [], np.zeros((0, 4, 4)), np.zeros(0), np.zeros((0, 3, 3)),
                                               np.zeros((0, 2), int)), now)
             self._cloud_pub.publish(point_cloud_msg(np.zeros((0, 3)), np.zeros((0, 3), np.uint8),
@@ -336,19 +365,26 @@ class NvsNode(Node):
         finite = [i for i in range(len(poses.names)) if np.isfinite(poses.c2w_N44[i]).all()]
         if finite:
             newest = max(finite, key=lambda i: poses.stamps_ns[i])
-            self._send_tf(poses.c2w_N44[newest], poses.stamps_ns[newest], now)
+            self._send_tf(poses.c2w_N44[newest], poses.stamps_ns[newest], poses.scale_source, now)
 
-    def _send_tf(self, T_map_camera_44: np.ndarray, stamp_ns: int, now: Time) -> None:
+    def _send_tf(self, T_map_camera_44: np.ndarray, stamp_ns: int, scale_source: str | None, now: Time) -> None:
         """map -> camera, or map -> odom when TF links odom to the camera (REP 105: one parent).
 
-        Stamped `now`: poses of old keyframes keep improving, and tf2 ignores a re-sent stamp.
+        map -> odom only once the map poses are in odometry's scale (metres): before that it is
+        withheld (a previous one, from metric poses, stays). Stamped `now`: poses of old
+        keyframes keep improving, and tf2 ignores a re-sent stamp.
         """
         odom, camera = self.config.odom_frame, self._camera_frame
         if odom and self.tf_tree.connected(odom, camera):
+            if scale_source != PRIOR_SOURCE:
+                self._tf_withheld = f"map -> {odom} withheld: the poses are not in odometry's scale yet"
+                self.get_logger().warning(self._tf_withheld, throttle_duration_sec=SKIP_LOG_PERIOD_S)
+                return
             T_odom_camera_44 = self.tf_tree.lookup(odom, camera, stamp_ns)
             self._last_tf = (map_to_odom(T_map_camera_44, T_odom_camera_44), self.config.map_frame, odom)
         else:
             self._last_tf = (T_map_camera_44, self.config.map_frame, camera)
+        self._tf_withheld = ""
         self._tf.send([matrix_to_transform_stamped(*self._last_tf, now)])
         self._last_tf_stamp = now
 
@@ -414,7 +450,14 @@ class NvsNode(Node):
                   "renders_refused": stats.renders_refused,
                   "first_poses_after_s": _seconds(stats.first_poses_after_s),
                   "first_cloud_after_s": _seconds(stats.first_cloud_after_s),
-                  "tf": f"{self._last_tf[1]} -> {self._last_tf[2]}" if self._last_tf else "", "device": self.config.device,
+                  "tf": f"{self._last_tf[1]} -> {self._last_tf[2]}" if self._last_tf else "",
+                  "tf_withheld": self._tf_withheld,
+                  "scale_source": status.scale_source if status and status.scale_source else NO_SCALE,
+                  "prior_residual_m": "" if not status or status.prior_residual is None
+                  else f"{status.prior_residual:.3f}",
+                  "keyframes_with_odometry": self.stats.keyframes_with_odometry,
+                  "keyframes_without_odometry": self.stats.keyframes_without_odometry,
+                  "device": self.config.device,
                   "errors": stats.errors, "last_error": stats.last_error}
         return _status(f"{self.get_name()}: scene", level, message, self.config.device, values)
 

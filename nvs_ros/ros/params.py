@@ -37,8 +37,9 @@ class NodeConfig:
                                          "every keyframe that makes it a new keyframe", (0.0, 2.0))
     diagnostics_period_s: float = _param(1.0, "Period of the status on /diagnostics [s]", (0.05, 60.0))
     map_frame: str = _param("map", "Frame of the reconstruction (poses, point cloud, path, frusta)")
-    odom_frame: str = _param("odom", "Odometry frame: when TF connects it to the camera frame, the node "
-                             "publishes map -> odom instead of map -> camera")
+    odom_frame: str = _param("odom", "Odometry frame: when TF connects it to the camera frame, the keyframes' "
+                             "odometry poses fix frame and metric scale of the products, and the node "
+                             "publishes map -> odom instead of map -> camera; empty: never")
     camera_frame: str = _param("", "Optical frame of the camera (z forward) published in TF; empty: "
                                "the images' header frame_id (camera_optical_frame if that is empty too)")
     min_keyframes: int = _param(8, "Keyframes needed before training starts", (2, 10000))

@@ -3,7 +3,10 @@
 The same folder `nvs-ros reconstruct` writes: poses.json, poses_tum.txt, run.json
 (nvs_ros.io.output_folder), cloud.ply, and the scene checkpoint scene.pt + scene.json
 (nvs_ros.io.scene_checkpoint), so the folder is also a scene directory that registering and
-rendering load. Every file is written atomically.
+rendering load. Every file is written atomically. With odometry priors, poses and cloud are in
+the odometry frame and metres (poses.json says so in "scale"); the checkpoint stays in the
+engine's gauge and holds the similarity into that frame (scene.json "output_frame"), so frames
+registered into it later come out in the odometry frame as well.
 """
 
 from pathlib import Path
@@ -27,14 +30,16 @@ def estimates_from_poses(poses: KeyframePoses) -> CameraEstimates:
         registered_N=registered_N, K_N33=np.asarray(poses.K_N33, dtype=np.float64).reshape(-1, 3, 3),
         sizes_N2=np.asarray(poses.sizes_N2, dtype=int).reshape(-1, 2),
         confidence_N=np.where(registered_N, np.asarray(poses.confidence_N, dtype=np.float64), 0.0),
-        stamps_N=np.asarray(poses.stamps_ns, dtype=np.float64) / 1e9)
+        stamps_N=np.asarray(poses.stamps_ns, dtype=np.float64) / 1e9, scale_source=poses.scale_source)
 
 
 def save_scene_products(folder: Path, scene: LiveScene, cloud_points: int, run_info: dict) -> list[str]:
     """Write the products of `scene` (which must be ready) to `folder`; the names written."""
     folder = Path(folder).expanduser()
+    alignment = scene.alignment
+    residual = None if alignment is None else float(np.nanmedian(alignment.centre_residual_N))
     write_output_folder(folder, estimates_from_poses(scene.keyframe_poses()),
-                        {"estimator": "nvs_node", **run_info})
+                        {"estimator": "nvs_node", **run_info, "prior_median_centre_residual": residual})
     written = ["poses.json", "poses_tum.txt", "run.json"]
     xyz_P3, rgb_P3 = scene.point_cloud(cloud_points)
     if len(xyz_P3):

@@ -47,13 +47,16 @@ class QueuedKeyframe:
     name: str
     generation: int
     """The worker's reset count when the frame was offered: frames from before a reset are dropped."""
+    prior_c2w_44: np.ndarray | None = None
+    """Camera-to-odom at the frame's stamp (OpenCV optical axes, metres) when TF had it: the
+    scene's products then come out in the odometry frame and metres."""
 
 
 @dataclass(frozen=True)
 class RenderRequest:
     K_33: np.ndarray
     c2w_44: np.ndarray
-    """Camera-to-map, OpenCV optical axes."""
+    """Camera-to-map, OpenCV optical axes (the frame of the keyframe poses)."""
     width: int
     height: int
     stamp_ns: int
@@ -64,7 +67,7 @@ class RenderRequest:
 class RenderedView:
     rgb_HW3: np.ndarray
     depth_HW: np.ndarray
-    """z depth in scene units, NaN where nothing was hit."""
+    """z depth in the poses' units (metres with odometry priors), NaN where nothing was hit."""
     K_33: np.ndarray
     c2w_44: np.ndarray
     stamp_ns: int
@@ -242,7 +245,8 @@ class SceneWorker:
         for keyframe in queued:
             if keyframe.generation != self._generation:
                 continue
-            self._scene.add_keyframe(keyframe.image_HW3, keyframe.K_33, keyframe.stamp_ns, keyframe.name)
+            self._scene.add_keyframe(keyframe.image_HW3, keyframe.K_33, keyframe.stamp_ns, keyframe.name,
+                                     keyframe.prior_c2w_44)
             self.stats.keyframes_added += 1
 
     def _produce(self, status: LiveStatus) -> None:

@@ -62,22 +62,28 @@ class TfTree:
         """True when `ancestor` is above `frame` in the tree."""
         return ancestor in self.ancestors(frame)
 
-    def lookup(self, ancestor: str, frame: str, stamp_ns: int | None = None) -> np.ndarray:
-        """T_ancestor_frame (4x4) at `stamp_ns` (None: latest); LookupError when not connected."""
+    def lookup(self, ancestor: str, frame: str, stamp_ns: int | None = None,
+               max_offset_ns: int | None = None) -> np.ndarray:
+        """T_ancestor_frame (4x4) at `stamp_ns` (None: latest); LookupError when not connected,
+        or when a dynamic link has no sample within `max_offset_ns` of the stamp (not yet there)."""
         if not self.connected(ancestor, frame):
             raise LookupError(f"no TF chain {ancestor} -> ... -> {frame} "
                               f"(ancestors of {frame}: {self.ancestors(frame)})")
         T_44 = np.eye(4)
         while frame != ancestor:
-            T_44 = self._sample(frame, stamp_ns) @ T_44
+            T_44 = self._sample(frame, stamp_ns, max_offset_ns) @ T_44
             frame = self._parent[frame]
         return T_44
 
-    def _sample(self, child: str, stamp_ns: int | None) -> np.ndarray:
+    def _sample(self, child: str, stamp_ns: int | None, max_offset_ns: int | None) -> np.ndarray:
         samples = self._samples[child]
         if stamp_ns is None or child in self._static:
             return samples[-1][1]
-        return min(samples, key=lambda sample: abs(sample[0] - stamp_ns))[1]
+        sample_ns, T_44 = min(samples, key=lambda sample: abs(sample[0] - stamp_ns))
+        if max_offset_ns is not None and abs(sample_ns - stamp_ns) > max_offset_ns:
+            raise LookupError(f"no TF {self._parent[child]} -> {child} within {max_offset_ns / 1e9:.3f} s "
+                              f"of {stamp_ns / 1e9:.3f} s (nearest at {sample_ns / 1e9:.3f} s)")
+        return T_44
 
 
 def map_to_odom(T_map_camera_44: np.ndarray, T_odom_camera_44: np.ndarray) -> np.ndarray:

@@ -1,19 +1,25 @@
 """Incremental reconstruction as the node drives it: nothing is trained before enough
 keyframes, the first round poses them, later keyframes are registered and join without moving
-the earlier ones, and the products come out of the trained scene."""
+the earlier ones, and the products come out of the trained scene; with odometry priors the
+products come out in the odometry's frame and metres."""
 
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 from tiny_engine import TINY
 
 from nvs_ros.core.live_scene import LiveScene, LiveSceneConfig
-from nvs_ros.core.metrics import evaluate_poses, rotation_angle_deg
+from nvs_ros.core.metrics import Sim3, evaluate_poses, rotation_angle_deg
 from nvs_ros.io.datasets import load_image_set
 
 FIRST = 8
+CONTINUED_STEPS = 40
+"""Continued-training steps of a slice in these tests (steps, not seconds: reproducible)."""
+ODOMETRY = Sim3(2.5, Rotation.from_euler("zyx", [40, 10, -20], degrees=True).as_matrix(), np.array([3.0, -1.0, 0.5]))
+"""The odometry frame of the tests: the scene's ground-truth frame turned, moved and in metres."""
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +61,14 @@ def test_first_round_poses_the_keyframes(live: LiveScene, views) -> None:
     metrics = evaluate_poses(poses.c2w_N44, np.ones(FIRST, bool), views.c2w_N44[:FIRST])
     assert metrics["RRA@15"] >= 0.75, metrics
     assert poses.sizes_N2.tolist() == [[32, 32]] * FIRST and poses.K_N33.shape == (FIRST, 3, 3)
+    assert poses.scale_source is None and live.status().scale_source is None  # no priors: the gauge
 
 
 def test_later_keyframes_join_without_moving_the_earlier_ones(live: LiveScene, views) -> None:
     before = live.keyframe_poses().c2w_N44
     for i in range(FIRST, len(views)):
         live.add_keyframe(views.images_NHW3[i], views.K_N33[i], i * 10**8, views.names[i])
-    status = live.train(2.0)
+    status = live.train(2.0, steps=CONTINUED_STEPS)
     assert status.rounds == 1  # no restart: the new frames were registered into the scene
     assert status.posed_keyframes == len(views)
     after = live.keyframe_poses()
@@ -109,4 +116,85 @@ def test_keyframes_beyond_the_capacity_are_forgotten(live: LiveScene, views) -> 
     assert len(gone) == 1
     kept = [before.names.index(n) for n in after.names]
     np.testing.assert_allclose(after.c2w_N44, before.c2w_N44[kept], atol=1e-6)
-    assert live.train(0.5).posed_keyframes == len(views)  # the new one registered
+    assert live.train(0.5, steps=1).posed_keyframes == len(views)  # the new one registered
+
+
+@pytest.fixture(scope="module")
+def with_odometry(views) -> LiveScene:
+    """The same keyframes, the first 8 and the 10th with their odometry pose (the 9th without):
+    the round starts from the priors, so a short one is enough."""
+    torch.set_num_threads(1)
+    config = LiveSceneConfig(min_keyframes=FIRST, round_iterations=300, regrow_factor=10.0,
+                             trainer=replace(TINY, time_budget_s=None))
+    live = LiveScene(config)
+    priors = ODOMETRY.apply_c2w(views.c2w_N44)
+    for i in range(len(views)):
+        live.add_keyframe(views.images_NHW3[i], views.K_N33[i], i * 10**8, views.names[i],
+                          prior_c2w_44=None if i == FIRST else priors[i])
+        if i == FIRST - 1:
+            assert live.train(1.0).rounds == 1
+    assert live.train(1.0, steps=CONTINUED_STEPS).posed_keyframes == len(views)
+    return live
+
+
+def ring_radius(priors_N44: np.ndarray) -> float:
+    centres_N3 = priors_N44[:, :3, 3]
+    return float(np.linalg.norm(centres_N3 - centres_N3.mean(axis=0), axis=1).mean())
+
+
+def test_odometry_priors_put_the_poses_in_the_odometry_frame_and_metres(with_odometry: LiveScene, views) -> None:
+    priors = ODOMETRY.apply_c2w(views.c2w_N44)
+    radius = ring_radius(priors)  # 7.3 m: the gauge's (about 2.9) would miss by metres
+    poses = with_odometry.keyframe_poses()
+    status = with_odometry.status()
+    assert poses.scale_source == status.scale_source == "odometry"
+    assert poses.names == views.names
+    centre_error = np.linalg.norm(poses.c2w_N44[:, :3, 3] - priors[:, :3, 3], axis=1)
+    # The round's keyframes within 0.3 m; the two registered later within 1.2 m, the 9th too,
+    # which had no prior (11 degrees from its neighbour: 1.4 m along the ring).
+    assert centre_error[:FIRST].max() < 0.07 * radius and centre_error.max() < 0.2 * radius, centre_error
+    assert 0 < status.prior_residual < 0.07 * radius
+    angle = rotation_angle_deg(np.swapaxes(poses.c2w_N44[:, :3, :3], 1, 2) @ priors[:, :3, :3])
+    assert angle[:FIRST].max() < 5.0 and angle.max() < 15.0, angle
+    frame = with_odometry.register(views.images_NHW3[1], views.K_N33[1])
+    assert frame.accepted and np.linalg.norm(frame.c2w_44[:3, 3] - priors[1, :3, 3]) < 0.2 * radius
+    assert rotation_angle_deg((frame.c2w_44[:3, :3].T @ priors[1, :3, :3])[None])[0] < 5.0
+
+
+def test_odometry_priors_put_cloud_and_renders_in_the_odometry_frame_and_metres(with_odometry: LiveScene,
+                                                                               views) -> None:
+    priors = ODOMETRY.apply_c2w(views.c2w_N44)
+    radius = ring_radius(priors)
+    object_centre = ODOMETRY.apply_points([0.0, 0.0, 0.5])  # it stands on the scene's origin, 1 high
+    points, _ = with_odometry.point_cloud(max_points=500)
+    assert len(points) >= 50
+    assert np.linalg.norm(points.mean(axis=0) - object_centre) < 0.15 * radius
+    assert np.linalg.norm(points - object_centre, axis=1).max() < 0.6 * radius  # well inside the ring
+    rgb, depth = with_odometry.render(views.K_N33[0], priors[0], 32, 32)
+    hit = np.isfinite(depth)
+    assert 0.05 < hit.mean() < 0.95 and rgb.std() > 0
+    # Metric depth: the object's surface, a little nearer than its centre (the gauge's depth
+    # would be about 2.5 times smaller).
+    distance = np.linalg.norm(priors[0, :3, 3] - object_centre)
+    assert 0.7 * distance < np.median(depth[hit]) < distance
+
+
+def test_forgotten_keyframes_take_their_priors_with_them(with_odometry: LiveScene, views) -> None:
+    """Runs last on its scene: forgetting a keyframe keeps every other keyframe with its own
+    prior (a shifted prior would put centres a camera spacing, about 2.9 m, off)."""
+    with_odometry.config = replace(with_odometry.config, max_keyframes=len(views))
+    with_odometry.add_keyframe(views.images_NHW3[2], views.K_N33[2], 99, "again",
+                               prior_c2w_44=ODOMETRY.apply_c2w(views.c2w_N44[2]))
+    poses = with_odometry.keyframe_poses()
+    assert len(poses.names) == len(views) - 1 and poses.scale_source == "odometry"
+    priors = dict(zip(views.names, ODOMETRY.apply_c2w(views.c2w_N44)))
+    radius = ring_radius(ODOMETRY.apply_c2w(views.c2w_N44))
+    for name, c2w_44 in zip(poses.names, poses.c2w_N44):
+        assert np.linalg.norm(c2w_44[:3, 3] - priors[name][:3, 3]) < 0.2 * radius, name
+    assert with_odometry.status().prior_residual < 0.07 * radius
+
+
+def test_a_keyframe_prior_must_be_a_finite_pose(views) -> None:
+    live = LiveScene(LiveSceneConfig(min_keyframes=2))
+    with pytest.raises(ValueError, match="prior"):
+        live.add_keyframe(views.images_NHW3[0], views.K_N33[0], 0, "a", prior_c2w_44=np.full((4, 4), np.nan))

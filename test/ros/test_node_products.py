@@ -23,14 +23,17 @@ from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from nvs_ros.io.bag_writer import write_bag  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
+
+from nvs_ros.core.metrics import Sim3, rotation_angle_deg  # noqa: E402
+from nvs_ros.io.bag_writer import DEFAULT_START_NS, write_bag  # noqa: E402
 from nvs_ros.io.bundled_scene import render_bundled_scene  # noqa: E402
 from nvs_ros.io.point_cloud_ply import read_point_cloud_ply  # noqa: E402
 from nvs_ros.io.scene_checkpoint import is_scene_dir, load_scene  # noqa: E402
 from nvs_ros.ros.bag_player import play_bag  # noqa: E402
 from nvs_ros.ros.image_conversion import image_msg_to_numpy  # noqa: E402
 from nvs_ros.ros.point_cloud_msg import point_cloud_from_msg  # noqa: E402
-from nvs_ros.ros.qos import LATCHED_QOS, RELIABLE_IMAGE_QOS, TF_STATIC_QOS  # noqa: E402
+from nvs_ros.ros.qos import LATCHED_QOS, RELIABLE_IMAGE_QOS, TF_QOS, TF_STATIC_QOS  # noqa: E402
 from nvs_ros.ros.transforms import matrix_to_transform_stamped, pose_to_matrix, transform_to_matrix  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -38,6 +41,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 CAMERA_FRAME = "bag_cam_optical_frame"
 VIEWS = 10
 SIZE = 32
+RATE_HZ = 10.0
 TIMEOUT_S = 45.0
 TINY = ["-p", "reliable_qos:=true", "-p", "min_keyframes:=4", "-p", "round_budget_s:=3.0",
         "-p", "train_slice_s:=0.5", "-p", f"working_max_side:={SIZE}", "-p", "keyframe_min_novelty:=0.05",
@@ -61,9 +65,17 @@ def stop_node(proc: subprocess.Popen) -> str:
 
 
 @pytest.fixture(scope="module")
-def bag(tmp_path_factory) -> Path:
-    scene = render_bundled_scene("room", "ring", num_views=VIEWS, size=SIZE)
-    return write_bag(scene, tmp_path_factory.mktemp("bag") / "room", rate_hz=10.0, frame_id=CAMERA_FRAME)
+def room():
+    return render_bundled_scene("room", "ring", num_views=VIEWS, size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def bag(room, tmp_path_factory) -> Path:
+    return write_bag(room, tmp_path_factory.mktemp("bag") / "room", rate_hz=RATE_HZ, frame_id=CAMERA_FRAME)
+
+
+def image_stamp_ns(i: int) -> int:
+    return DEFAULT_START_NS + round(i * 1e9 / RATE_HZ)
 
 
 class Listener:
@@ -156,6 +168,7 @@ def test_bag_in_poses_cloud_frusta_views_save_and_reset_out(bag, tmp_path, rclpy
         assert status["ready"] == "True" and int(status["rounds"]) >= 1 and float(status["loss"]) >= 0
         assert int(status["training_step"]) > 0 and status["dropped_keyframes"] == "0"
         assert float(status["first_poses_after_s"]) > 0 and status["tf"] == f"map -> {CAMERA_FRAME}"
+        assert status["scale_source"] == "none (monocular, arbitrary)" and status["keyframes_with_odometry"] == "0"
 
         # A synthesized view from a pose nobody photographed: halfway between two keyframes' centres.
         request = PoseStamped(pose=path.poses[0].pose)
@@ -177,6 +190,8 @@ def test_bag_in_poses_cloud_frusta_views_save_and_reset_out(bag, tmp_path, rclpy
         response = listener.call("save")
         assert response.success, response.message
         poses = json.loads((out / "poses.json").read_text())
+        assert poses["scale"].startswith("arbitrary")
+        assert json.loads((out / "scene.json").read_text())["output_frame"] is None
         assert len(poses["images"]) >= 4 and all(image["registered"] for image in poses["images"])
         cloud_points, _ = read_point_cloud_ply(out / "cloud.ply")
         assert len(cloud_points) > 10 and (out / "run.json").is_file()
@@ -195,30 +210,85 @@ def test_bag_in_poses_cloud_frusta_views_save_and_reset_out(bag, tmp_path, rclpy
     assert "Traceback" not in log, log
 
 
-def test_camera_in_an_odometry_tree_gets_map_to_odom(bag, rclpy_context, spin_until):
-    proc = start_node(*TINY, "-p", "round_budget_s:=2.0")
+def test_odometry_fixes_the_map_in_metres_and_map_to_odom(room, bag, tmp_path, rclpy_context, spin_until):
+    """A robot: odom -> base_link at every image stamp (the scene's true camera poses, turned,
+    moved and scaled to metres), base_link -> camera optical frame static. The keyframes take
+    their odometry as priors: the map comes out in odometry's frame and metres, so map -> odom
+    is the small correction of odometry, and map -> odom -> base_link -> camera is the keyframe."""
+    odometry = Sim3(2.5, Rotation.from_euler("z", 30, degrees=True).as_matrix(), np.array([2.0, -1.0, 0.0]))
+    T_odom_camera_N44 = odometry.apply_c2w(room.c2w_N44)
+    T_base_camera = np.array([[0, 0, 1, 0.1], [-1, 0, 0, 0], [0, -1, 0, 0.5], [0, 0, 0, 1]], float)
+    T_odom_base_N44 = T_odom_camera_N44 @ np.linalg.inv(T_base_camera)
+    centres_N3 = T_odom_camera_N44[:, :3, 3]
+    radius = np.linalg.norm(centres_N3 - centres_N3.mean(axis=0), axis=1).mean()  # metres
+    out = tmp_path / "products"
+    proc = start_node(*TINY, "-p", "round_budget_s:=2.0", "-p", f"output_folder:={out}")
     try:
         listener = Listener(rclpy_context, spin_until)
-        # A robot: odom -> base_link -> the camera's optical frame, latched on /tf_static.
-        T_base_camera = np.array([[0, 0, 1, 0.1], [-1, 0, 0, 0], [0, -1, 0, 0.5], [0, 0, 0, 1]], float)
-        T_odom_base = np.eye(4)
-        T_odom_base[:3, 3] = [2.0, -1.0, 0.0]
         static = listener.node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
-        static.publish(TFMessage(transforms=[
-            matrix_to_transform_stamped(T_odom_base, "odom", "base_link", 0),
-            matrix_to_transform_stamped(T_base_camera, "base_link", CAMERA_FRAME, 0)]))
+        static.publish(TFMessage(transforms=[matrix_to_transform_stamped(T_base_camera, "base_link", CAMERA_FRAME, 0)]))
+        # Odometry for every image stamp, ahead of the images, re-sent (/tf is volatile).
+        odom_tf = listener.node.create_publisher(TFMessage, "/tf", TF_QOS)
+        odometry_msg = TFMessage(transforms=[matrix_to_transform_stamped(T_odom_base_N44[i], "odom", "base_link",
+                                                                         image_stamp_ns(i)) for i in range(VIEWS)])
+        listener.wait(lambda: odom_tf.get_subscription_count() >= 2, "nvs_node's /tf subscription")
+        odom_tf.publish(odometry_msg)
+        listener.node.create_timer(0.5, lambda: odom_tf.publish(odometry_msg))
+        spin_until(listener.node, lambda: False, 0.5)
         player = play_in_background(bag, rclpy_context)
-        listener.wait(lambda: any(stamp_of(tf) in listener.paths for tf in listener.transforms("odom")),
-                      "map -> odom")
+        listener.wait(lambda: any(stamp_of(tf) in listener.paths for tf in listener.transforms("odom"))
+                      and listener.scene_status.get("scale_source") == "odometry", "map -> odom in metres")
         player.join(TIMEOUT_S)
         assert not listener.transforms(CAMERA_FRAME), "the camera frame got a second parent"
         tf = next(tf for tf in listener.transforms("odom") if stamp_of(tf) in listener.paths)
         assert tf.header.frame_id == "map"
-        # map -> odom -> base_link -> camera puts the camera at the newest keyframe's pose in the map.
         path = listener.paths[stamp_of(tf)]
         newest = max(path.poses, key=stamp_of)
-        T_map_camera = transform_to_matrix(tf) @ T_odom_base @ T_base_camera
-        np.testing.assert_allclose(T_map_camera, pose_to_matrix(newest.pose), atol=1e-6)
+        i = round((newest.header.stamp.sec * 10**9 + newest.header.stamp.nanosec - DEFAULT_START_NS) * RATE_HZ / 1e9)
+        # map -> odom -> base_link -> camera puts the camera at the newest keyframe's pose in the map.
+        T_map_odom = transform_to_matrix(tf)
+        np.testing.assert_allclose(T_map_odom @ T_odom_base_N44[i] @ T_base_camera, pose_to_matrix(newest.pose),
+                                   atol=1e-6)
+        # The map is odometry's frame in metres: map -> odom only corrects it a little (poses in
+        # the scene's own scale, 2.5 times smaller, would move the camera by metres).
+        assert np.linalg.norm(T_map_odom[:3, 3]) < 0.15 * radius, (T_map_odom, radius)
+        assert rotation_angle_deg(T_map_odom[None, :3, :3])[0] < 10.0
+        for pose in path.poses:
+            j = round((stamp_of(pose)[0] * 10**9 + stamp_of(pose)[1] - DEFAULT_START_NS) * RATE_HZ / 1e9)
+            assert np.linalg.norm(pose_to_matrix(pose.pose)[:3, 3] - centres_N3[j]) < 0.2 * radius
+        status = listener.scene_status
+        assert int(status["keyframes_with_odometry"]) >= 4 and status["keyframes_without_odometry"] == "0"
+        assert 0 <= float(status["prior_residual_m"]) < 0.1 * radius
         listener.wait(lambda: listener.scene_status.get("tf") == "map -> odom", "the TF parent in diagnostics")
+
+        response = listener.call("save")
+        assert response.success, response.message
+        assert json.loads((out / "poses.json").read_text())["scale"] == "odometry"
+        saved = json.loads((out / "scene.json").read_text())
+        assert saved["scale_source"] == "odometry" and saved["output_frame"]["scale"] > 0
+        assert 0 <= json.loads((out / "run.json").read_text())["prior_median_centre_residual"] < 0.1 * radius
     finally:
-        stop_node(proc)
+        log = stop_node(proc)
+    assert "Traceback" not in log, log
+
+
+def test_map_to_odom_is_withheld_while_odometry_fixes_no_scale(bag, rclpy_context, spin_until):
+    """A camera bolted to odom (static TF) while the images go round the room: odometry gives
+    every keyframe the same centre, no scale, so the map keeps the scene's own scale and
+    map -> odom, which would mix the two, is not published (nor a second parent for the camera)."""
+    proc = start_node(*TINY, "-p", "round_budget_s:=2.0")
+    try:
+        listener = Listener(rclpy_context, spin_until)
+        static = listener.node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+        static.publish(TFMessage(transforms=[matrix_to_transform_stamped(np.eye(4), "odom", CAMERA_FRAME, 0)]))
+        player = play_in_background(bag, rclpy_context)
+        listener.wait(lambda: listener.scene_status.get("ready") == "True"
+                      and listener.scene_status.get("tf_withheld"), "a ready scene without TF")
+        player.join(TIMEOUT_S)
+        status = listener.scene_status
+        assert status["scale_source"] == "none (monocular, arbitrary)" and status["tf"] == ""
+        assert int(status["keyframes_with_odometry"]) >= 4 and "odometry's scale" in status["tf_withheld"]
+        assert listener.paths and not listener.transforms("odom") and not listener.transforms(CAMERA_FRAME)
+    finally:
+        log = stop_node(proc)
+    assert "Traceback" not in log, log

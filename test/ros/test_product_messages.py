@@ -111,6 +111,10 @@ def test_tf_tree_finds_the_camera_under_odom_and_gives_map_to_odom():
 
     T_odom_cam = tree.lookup("odom", "cam_optical", 190)  # nearest sample: 200
     np.testing.assert_allclose(T_odom_cam, T_odom_base_at[200] @ T_base_cam, atol=1e-9)
+    # A keyframe's prior needs odometry near its stamp (static links have no stamp to check).
+    np.testing.assert_allclose(tree.lookup("odom", "cam_optical", 190, max_offset_ns=10), T_odom_cam)
+    with pytest.raises(LookupError, match="within"):
+        tree.lookup("odom", "cam_optical", 260, max_offset_ns=50)
     T_map_cam = random_pose(rng)
     T_map_odom = map_to_odom(T_map_cam, T_odom_cam)
     np.testing.assert_allclose(T_map_odom @ T_odom_cam, T_map_cam, atol=1e-9)
