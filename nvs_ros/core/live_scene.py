@@ -23,6 +23,7 @@ continued training), so products always agree with each other.
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -197,20 +198,25 @@ class LiveScene:
                           scale_source=alignment.scale_source if alignment else None,
                           prior_residual=float(np.nanmedian(alignment.centre_residual_N)) if alignment else None)
 
-    def train(self, seconds: float, steps: int | None = None) -> LiveStatus:
+    def train(self, seconds: float, steps: int | None = None,
+              between_steps: Callable[[], None] | None = None) -> LiveStatus:
         """One slice of work: a full round when one is due (it takes `round_budget_s`), else
         registration of new keyframes and `seconds` of continued training (`steps` steps
-        instead, when given: reproducible runs)."""
+        instead, when given: reproducible runs).
+
+        `between_steps` is called after every step of a full round: until the round ends, this
+        object still holds the previous round's scene, untouched, so the caller may read
+        products from it (render, save); it must not add keyframes or reset."""
         if len(self._keyframes) < self.config.min_keyframes:
             return self.status()
         if self._scene is None or len(self._keyframes) >= self.config.regrow_factor * self._keyframes_at_last_round:
-            self._full_round()
+            self._full_round(between_steps)
             return self.status()
         self._register_new_keyframes()
         self._continue_training(seconds, steps)
         return self.status()
 
-    def _full_round(self) -> None:
+    def _full_round(self, between_steps: Callable[[], None] | None = None) -> None:
         image_set = ImageSet(names=[k.name for k in self._keyframes],
                              images_NHW3=np.stack([k.image_HW3 for k in self._keyframes]),
                              K_N33=np.stack([k.K_33 for k in self._keyframes]), capture="360", source="live")
@@ -218,7 +224,8 @@ class LiveScene:
         config = replace(self.config.trainer, time_budget_s=None if by_steps else self.config.round_budget_s,
                          iterations=self.config.round_iterations,
                          device=self.config.device, seed=self.config.seed + self._rounds)
-        result = reconstruct(image_set, config, initial_c2w_N44=self._initial_poses())
+        result = reconstruct(image_set, config, None if between_steps is None else lambda _: between_steps(),
+                             initial_c2w_N44=self._initial_poses())
         self._scene = Scene.from_training(result.engine, config, image_set.names, image_set.images_NHW3,
                                           image_set.K_N33, result.c2w_N44)
         self._posed = list(range(len(self._keyframes)))

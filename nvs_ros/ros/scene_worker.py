@@ -6,8 +6,9 @@ seconds). They hand work over instead:
   and counted (`dropped_keyframes` on /diagnostics),
 - a render request replaces any render request not yet served (only the newest view matters),
 - save and reset requests return a Future the service callback waits on.
-Between requests the worker trains `slice_s` at a time, so a request waits at most one slice
-(or one full round: LiveScene runs a due full round, `round_budget_s` long, in one call).
+Between requests the worker trains `slice_s` at a time, so a request waits at most one slice.
+A due full round (`round_budget_s` long) is one LiveScene call, but render and save requests
+are answered between its steps from the previous round's scene; a reset waits for its end.
 What it produces (keyframe poses after every slice once the scene is ready; point cloud and
 the view from the newest keyframe after every full round and after every `round_budget_s` of
 continued training; rendered views) is left in an outbox, and `on_products` is called so the
@@ -221,7 +222,7 @@ class SceneWorker:
                     self._wake.wait(IDLE_WAIT_S)
             return
         started = time.perf_counter()
-        status = self._scene.train(self.slice_s)
+        status = self._scene.train(self.slice_s, between_steps=self._serve_during_round)
         self.stats.train_s_total += time.perf_counter() - started
         self.stats.status = status
         if status.ready:
@@ -231,6 +232,21 @@ class SceneWorker:
         with self._wake:
             requests, self._requests = list(self._requests), deque()
             render, self._render = self._render, None
+        self._answer(requests, render)
+
+    def _serve_during_round(self) -> None:
+        """Between the steps of a full round: renders and saves are answered at once from the
+        previous round's scene (intact until the round ends) instead of a round later; resets
+        wait for the round's end (they would take the keyframes from under it)."""
+        with self._wake:
+            if self._render is None and not any(kind == "save" for kind, _, _ in self._requests):
+                return
+            saves = [request for request in self._requests if request[0] == "save"]
+            self._requests = deque(request for request in self._requests if request[0] != "save")
+            render, self._render = self._render, None
+        self._answer(saves, render)
+
+    def _answer(self, requests: list[tuple[str, Any, Future]], render: RenderRequest | None) -> None:
         for kind, argument, future in requests:
             try:
                 future.set_result(self._save(argument) if kind == "save" else self._reset())

@@ -104,3 +104,30 @@ def test_trained_scene_hands_over_poses_cloud_latest_view_and_renders(scene, tmp
         assert worker.stats.last_error == ""
     finally:
         worker.stop()
+
+
+def test_renders_and_saves_are_answered_during_a_full_round(scene, tmp_path):
+    """A full round is one long call; render and save requests are answered between its steps
+    from the previous round's scene, not a round later (stats.status changes only when the
+    round is over, so it still shows round 1 when they are answered)."""
+    worker = SceneWorker(LiveSceneConfig(min_keyframes=4, round_budget_s=4.0, regrow_factor=1.5), slice_s=0.2,
+                         cloud_points=200)
+    worker.start()
+    try:
+        for i in range(4):
+            worker.offer_keyframe(keyframe(scene, i))
+        assert wait_until(lambda: worker.stats.status is not None and worker.stats.status.ready)
+        for i in (4, 5):  # 6 >= 1.5 x 4 keyframes: the next slice is a second full round
+            worker.offer_keyframe(keyframe(scene, i))
+        assert wait_until(lambda: worker.stats.keyframes_added == 6)
+        time.sleep(0.5)
+        asked = time.monotonic()
+        worker.request_render(RenderRequest(scene.K_N33[0], scene.c2w_N44[0], 32, 32, 7))
+        summary = worker.request_save(tmp_path / "saved").result(TIMEOUT_S)
+        assert wait_until(lambda: worker.stats.renders == 1)
+        assert time.monotonic() - asked < 2.5 and worker.stats.status.rounds == 1
+        assert "poses.json" in summary and (tmp_path / "saved" / "scene.pt").is_file()
+        assert worker.take_products().rendered.stamp_ns == 7
+        assert wait_until(lambda: worker.stats.status.rounds == 2)
+    finally:
+        worker.stop()
