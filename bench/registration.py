@@ -8,7 +8,8 @@ every held-out view again, one frame at a time as a robot would (encoder pass + 
 compare, core.refine), and scores the poses against ground truth after aligning the scene's
 training cameras to it (RANSAC Sim(3)). Writes bench/results/registration/<scene>.json and
 prints one table: frames, accepted, rotation error <= 5 / 15 degrees, median error, median and
-95th-percentile latency (a warm-up frame is not counted).
+95th-percentile latency (a warm-up frame is not counted), and the median CPU time of the
+registering thread (what the latency would be with a core to itself: benches share this CPU).
 """
 
 import argparse
@@ -47,11 +48,12 @@ def measure(scene_dir: Path, gt: str, size: int | None, views: int | None, devic
     alignment, _ = ransac_sim3(estimates.c2w_N44[train, :3, 3], gt_c2w[train, :3, 3], threshold=0.1 * scale)
     scene = load_scene(scene_dir, device=device)
     scene.register(image_set.images_NHW3[held[:1]], image_set.K_N33[held[:1]])  # warm-up
-    latencies, errors, accepted = [], [], []
+    latencies, cpu_times, errors, accepted = [], [], [], []
     for i in held:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         registration = scene.register(image_set.images_NHW3[i:i + 1], image_set.K_N33[i:i + 1])
         latencies.append(time.perf_counter() - started)
+        cpu_times.append(time.thread_time() - started_cpu)
         aligned = alignment.apply_c2w(scene.to_output(registration.c2w_B44.double().cpu().numpy()))
         errors.append(float(rotation_angle_deg(np.swapaxes(aligned[:, :3, :3], 1, 2) @ gt_c2w[i:i + 1, :3, :3])[0]))
         accepted.append(bool(registration.accepted_B[0]))
@@ -60,6 +62,7 @@ def measure(scene_dir: Path, gt: str, size: int | None, views: int | None, devic
             "within_5deg": float(np.mean(errors_N <= 5)), "within_15deg": float(np.mean(errors_N <= 15)),
             "median_rotation_error_deg": float(np.median(errors_N)),
             "median_latency_ms": float(np.median(latency_ms)), "p95_latency_ms": float(np.percentile(latency_ms, 95)),
+            "median_cpu_ms": 1000 * float(np.median(cpu_times)),
             "errors_deg": errors, "latencies_ms": latency_ms.tolist(), "device": device,
             "date": date.today().isoformat(),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"}
@@ -80,7 +83,7 @@ def main() -> int:
     write_json(RESULTS / f"{args.scene_dir.parent.name or args.scene_dir.name}.json", row)
     table = Table(title=f"New-frame registration into {args.scene_dir}")
     columns = ["frames", "accepted", "within_5deg", "within_15deg", "median_rotation_error_deg",
-               "median_latency_ms", "p95_latency_ms"]
+               "median_latency_ms", "p95_latency_ms", "median_cpu_ms"]
     for column in columns:
         table.add_column(column, justify="right")
     table.add_row(*(f"{row[c]:.0%}" if c.startswith("within") else f"{row[c]:.4g}" for c in columns))
