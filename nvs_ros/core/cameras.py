@@ -10,6 +10,7 @@ of their inputs and are differentiable, so gradients reach pose parameters.
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 from torch import Tensor
 
 # Below this squared angle (rad^2) the exponential maps use Taylor series: sin(x)/x and
@@ -95,6 +96,19 @@ def se3_exp(xi_N6: Tensor) -> Tensor:
     bottom_N14 = torch.zeros(*xi_N6.shape[:-1], 1, 4, dtype=xi_N6.dtype, device=xi_N6.device)
     bottom_N14[..., 0, 3] = 1.0
     return torch.cat([torch.cat([R_N33, t_N31], dim=-1), bottom_N14], dim=-2)
+
+
+def se3_log(T_N44: Tensor) -> Tensor:
+    """Twists (N, 6) = (rho_3, omega_3) with se3_exp(se3_log(T)) = T, the inverse of se3_exp for
+    rotations below 180 degrees (the rotation vector comes from scipy: robust near 0 and pi)."""
+    R_N33, t_N3 = T_N44[..., :3, :3], T_N44[..., :3, 3]
+    rotvec = Rotation.from_matrix(R_N33.detach().cpu().double().numpy().reshape(-1, 3, 3)).as_rotvec()
+    omega_N3 = torch.from_numpy(rotvec).to(T_N44).reshape(t_N3.shape)
+    _, b, c = _exp_coefficients(omega_N3)
+    W_N33 = hat(omega_N3)
+    V_N33 = torch.eye(3, dtype=T_N44.dtype, device=T_N44.device) + b * W_N33 + c * (W_N33 @ W_N33)
+    rho_N3 = torch.linalg.solve(V_N33, t_N3[..., None])[..., 0]
+    return torch.cat([rho_N3, omega_N3], dim=-1)
 
 
 # ----------------------------------------------------------------------------- cameras

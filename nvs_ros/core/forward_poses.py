@@ -125,6 +125,13 @@ class ForwardPoses(nn.Module):
             self.twist_N6.zero_()
         return hyp.probs_BK[:, 0]
 
+    @torch.no_grad()
+    def start_at(self, c2w_N44: Tensor) -> None:
+        """Every image starts at a given pose (forward gauge): the base is that pose, the
+        refinements zero."""
+        self.base_N6.copy_(cameras.se3_log(c2w_N44.to(self.base_N6)))
+        self.twist_N6.zero_()
+
     def refinement_parameters(self) -> list[nn.Parameter]:
         return [self.twist_N6]
 

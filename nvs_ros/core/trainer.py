@@ -466,12 +466,14 @@ class _Run:
         _log.info("outlier correction: %d views re-posed, %d taken out", len(reposed), int(self.outlier_N.sum()))
 
     def refine_from(self, initial_c2w_N44: np.ndarray) -> ReconstructionResult:
-        """Poses from elsewhere (features, odometry) instead of the pose-learning phase."""
-        if self.config.mode != "360":
-            raise ValueError("initial poses are supported for 360 captures")
+        """Poses from elsewhere (features, odometry) instead of the pose-learning phase, moved
+        into the mode's gauge (360: around the origin, upright; forward: relative to the
+        reference camera, in units of its near plane)."""
         engine = self._new_engine(self.config.seed)
         self.generator = torch.Generator().manual_seed(self.config.seed)
-        c2w_N44 = _into_gauge(_upright(_fill_unknown(initial_c2w_N44)), self.radius)
+        known_N44 = _fill_unknown(initial_c2w_N44)
+        c2w_N44 = (forward_gauge(known_N44, self.config.forward) if self.config.mode == "forward"
+                   else _into_gauge(_upright(known_N44), self.radius))
         engine.refinement.start_at(torch.from_numpy(c2w_N44).float().to(self.device))
         self._refine(engine, 0.0, 1.0, fine_at=self.config.fine_at)
         with torch.no_grad():

@@ -135,3 +135,11 @@ def test_ray_gradients_reach_the_pose():
 def test_pixel_grid_is_row_major_opencv():
     uv_R2 = pixel_grid(2, 3)
     assert uv_R2.tolist() == [[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1]]
+
+
+def test_se3_log_inverts_se3_exp() -> None:
+    from nvs_ros.core.cameras import se3_exp, se3_log
+
+    xi_N6 = torch.tensor([[0.3, -1.0, 2.0, 0.1, -0.4, 0.2], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+                          [0.5, 0.5, -0.5, 0.0, 3.0, 0.0]], dtype=torch.float64)  # 172 degrees about y
+    torch.testing.assert_close(se3_log(se3_exp(xi_N6)), xi_N6)

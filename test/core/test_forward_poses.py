@@ -119,3 +119,23 @@ def test_forward_oracle_fits_the_images() -> None:
     assert (-10 * np.log10(result.photometric_error_N)).mean() > 17.0
     relative = np.swapaxes(result.c2w_N44[4:5, :3, :3], 1, 2) @ result.c2w_N44[:, :3, :3]
     assert np.allclose(relative, np.swapaxes(scene.c2w_N44[4:5, :3, :3], 1, 2) @ scene.c2w_N44[:, :3, :3], atol=1e-5)
+
+
+def test_forward_capture_starts_from_initial_poses() -> None:
+    """Poses from elsewhere (chained features, odometry: another frame and scale, centres off by
+    ~10% of the arc) replace pose learning in forward mode too; the refinement pulls the centres in."""
+    scene = load_image_set("bundled:room:arc", max_side=64, views=12)
+    rng = np.random.default_rng(0)
+    elsewhere = np.eye(4)
+    elsewhere[:3, :3] = cameras.so3_exp(torch.tensor([[0.3, -0.2, 1.0]], dtype=torch.float64))[0].numpy()
+    elsewhere[:3, 3] = [2.0, -1.0, 0.5]
+    initial = elsewhere @ scene.c2w_N44
+    initial[:, :3, 3] += rng.normal(0.0, 0.1, (12, 3))
+    initial[:, :3, 3] *= 4.0
+    before = evaluate_poses(initial, np.ones(12, bool), scene.c2w_N44)
+    result = reconstruct(scene.without_ground_truth(), replace(TINY, iterations=300), initial_c2w_N44=initial)
+    after = evaluate_poses(result.c2w_N44, np.ones(12, bool), scene.c2w_N44)
+    assert {row["phase"] for row in result.curves} == {"refine"}
+    assert after["ATE"] < 0.8 * before["ATE"], (before, after)  # measured 0.129 -> 0.085; all at the reference: 0.55
+    # the room's planar walls trade rotation for translation (test above): rotations drift a little
+    assert after["median_relative_rotation_error_deg"] < 5.0, after
