@@ -65,7 +65,7 @@ class LiveSceneConfig:
     priors_as_initial_poses: bool = True
     """A full round starts from the keyframes' prior poses (refined with the field, missing ones
     filled from the nearest in time) instead of learning the poses from the images, when at
-    least half of the keyframes have one (360 captures only)."""
+    least half of the keyframes have one."""
 
 
 @dataclass
@@ -248,7 +248,7 @@ class LiveScene:
     def _initial_poses(self) -> np.ndarray | None:
         """The priors a full round starts from, or None (learn the poses): too few keyframes
         have one, or their centres do not spread (no scale to start from)."""
-        if not self.config.priors_as_initial_poses or self.config.trainer.mode != "360":
+        if not self.config.priors_as_initial_poses:
             return None
         priors_N44 = self._priors(list(range(len(self._keyframes))))
         known_N = np.isfinite(priors_N44).all(axis=(1, 2))

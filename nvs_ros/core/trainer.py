@@ -191,9 +191,9 @@ def reconstruct(image_set: ImageSet, config: TrainerConfig = TrainerConfig(),
     """Cameras and a radiance field from the images of a 360 or forward capture (intrinsics given).
 
     Only `config.poses == "gt"` reads `image_set.c2w_N44`; otherwise pass
-    `image_set.without_ground_truth()`. `initial_c2w_N44` (360 captures; any frame and scale,
-    NaN rows unknown) replaces the pose-learning phase: the poses are moved into the gauge and
-    refined with the field, outlier correction included (`--init features|poses`).
+    `image_set.without_ground_truth()`. `initial_c2w_N44` (any frame and scale, NaN rows
+    unknown) replaces the pose-learning phase: the poses are moved into the mode's gauge and
+    refined with the field, outlier correction included for 360 captures (`--init features|POSES`).
     """
     if config.poses == "gt" and not image_set.has_ground_truth:
         raise ValueError("poses='gt' needs an image set with ground-truth poses")
