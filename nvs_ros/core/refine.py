@@ -39,6 +39,8 @@ from nvs_ros.core.orbit_poses import anchor_angles
 
 
 FORWARD_TURN_DEG = 10.0
+SEARCH_TURNS = 8
+"""Turns about the up axis (every 45 degrees, the flip among them) tried for a suspect view."""
 
 
 @dataclass(frozen=True)
@@ -256,16 +258,10 @@ def find_outliers(residual_N: Tensor, config: RefineConfig = RefineConfig(),
     return log_N > median + (config.outlier_mads if mads is None else mads) * 1.4826 * mad
 
 
-def search_sphere(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_B44: Tensor,
-                  azimuth_turns: int = 8) -> tuple[Tensor, Tensor]:
-    """Each view's pose turned about the world up axis (+Z, the gauge's) by j * 360/azimuth_turns
-    degrees (j = 0 keeps it; the 180-degree flip is among them for an even count): the best
-    (B, 4, 4), and the median error over all turns (B,), what the contrast of the best is
-    measured against. How a suspect view is re-posed before it may rejoin the field's training."""
+def _turned(c2w_B44: Tensor, azimuth_turns: int) -> Tensor:
+    """(B, J, 4, 4): each pose turned about the world up axis by j * 360 / azimuth_turns degrees."""
     turns_J = torch.arange(azimuth_turns, device=c2w_B44.device) * (2.0 * math.pi / azimuth_turns)
-    c2w_BJ44 = _turns_about_z(turns_J)[None] @ c2w_B44[:, None].float()
-    errors_BJ = candidate_errors(engine, images_BHW3, K_B33, c2w_BJ44)
-    return c2w_BJ44[torch.arange(len(c2w_B44)), errors_BJ.argmin(dim=1)], errors_BJ.median(dim=1).values
+    return _turns_about_z(turns_J)[None] @ c2w_B44[:, None].float()
 
 
 @dataclass
@@ -308,14 +304,19 @@ def correct_outliers(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tens
     outlier_N = torch.zeros_like(reposed_N)
     if len(suspects) == 0:
         return OutlierCorrection(c2w_N44=c2w_N44, outlier_N=outlier_N, reposed_N=reposed_N, residual_N=residual_N)
-    found, median_error = search_sphere(engine, small_NHW3[suspects], small_K_N33[suspects], c2w_N44[suspects])
-    refined = refine_poses(engine, small_NHW3[suspects], small_K_N33[suspects], found, config, generator)
+    # every turn is refined a little before they are compared (the race of registration): the
+    # suspect's own pose was refined with the field before, so unrefined it wins too often
+    turns_BJ44 = _turned(c2w_N44[suspects], SEARCH_TURNS)
+    tiny_BHW3, tiny_K_B33 = resize_views(images_NHW3[suspects], K_N33[suspects], config.search_size)
+    median_error = candidate_errors(engine, tiny_BHW3, tiny_K_B33, turns_BJ44).median(dim=1).values
+    refined, _ = _refine_the_best(engine, small_NHW3[suspects], small_K_N33[suspects], tiny_BHW3, tiny_K_B33,
+                                  turns_BJ44, config, generator)
     new_residual = view_residuals(engine, small_NHW3[suspects], small_K_N33[suspects], refined)
     better = new_residual < residual_N[suspects]
     c2w_N44[suspects[better]] = refined[better]
     residual_N[suspects[better]] = new_residual[better]
     reposed_N[suspects[better]] = True
-    contrast = 1.0 - residual_N[suspects] / median_error
+    contrast = 1.0 - view_residuals(engine, tiny_BHW3, tiny_K_B33, c2w_N44[suspects]) / median_error
     outlier_N[suspects] = confidence_from_contrast(contrast, config) < config.min_confidence
     return OutlierCorrection(c2w_N44=c2w_N44, outlier_N=outlier_N, reposed_N=reposed_N & ~outlier_N,
                              residual_N=residual_N)

@@ -583,11 +583,10 @@ def _fill_unknown(c2w_N44: np.ndarray) -> np.ndarray:
 
 
 def _upright(c2w_N44: np.ndarray) -> np.ndarray:
-    """Poses turned so that the cameras' mean "up" (-y of the OpenCV camera) is world +Z, the
-    gauge's up: people and robots hold cameras upright, and chained poses live in the first
-    camera's frame (y down). Z-up poses (REP 103 odometry, ring captures) barely move."""
-    up_3 = -c2w_N44[:, :3, 1].mean(axis=0)
-    up_3 /= max(np.linalg.norm(up_3), 1e-12)
+    """Poses turned so that the cameras' up is world +Z, the gauge's up (turns about +Z are how
+    flipped views are re-posed): people and robots hold cameras level, and chained poses live in
+    the first camera's frame (y down). Z-up poses (REP 103 odometry, ring captures) barely move."""
+    up_3 = _level_up(c2w_N44)
     axis_3 = np.cross(up_3, [0.0, 0.0, 1.0])
     angle = math.atan2(np.linalg.norm(axis_3), up_3[2])
     if np.linalg.norm(axis_3) < 1e-9:  # already up, or upside down: turn about x
@@ -598,6 +597,22 @@ def _upright(c2w_N44: np.ndarray) -> np.ndarray:
     out_N44[:, :3, :3] = R @ c2w_N44[:, :3, :3]
     out_N44[:, :3, 3] = c2w_N44[:, :3, 3] @ R.T
     return out_N44
+
+
+def _level_up(c2w_N44: np.ndarray) -> np.ndarray:
+    """The unit direction the cameras' x axes are most perpendicular to (level cameras: no roll),
+    signed like their mean up (-y). The mean up itself tilts toward the centre on a hemisphere of
+    cameras looking down at an object (4.7 degrees on NeRF's chair); when the x axes do not fix
+    a direction (all parallel: a straight drive), the mean up is all there is."""
+    mean_up_3 = -c2w_N44[:, :3, 1].mean(axis=0)
+    mean_up_3 /= max(np.linalg.norm(mean_up_3), 1e-12)
+    x_N3 = c2w_N44[:, :3, 0]
+    values_3, vectors_33 = np.linalg.eigh(x_N3.T @ x_N3)
+    # the x axes must spread over a plane (its normal is up), not along a line or in all directions
+    if values_3[1] < 0.05 * values_3.sum() or values_3[0] > 0.25 * values_3[1]:
+        return mean_up_3
+    up_3 = vectors_33[:, 0]
+    return up_3 if up_3 @ mean_up_3 >= 0 else -up_3
 
 
 def _into_gauge(c2w_N44: np.ndarray, radius: float) -> np.ndarray:

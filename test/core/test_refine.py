@@ -11,7 +11,7 @@ from tiny_engine import TINY
 
 from nvs_ros.core.cameras import so3_exp
 from nvs_ros.core.metrics import rotation_angle_deg, umeyama_sim3
-from nvs_ros.core.refine import (RefineConfig, correct_outliers, find_outliers, refine_poses, search_sphere,
+from nvs_ros.core.refine import (RefineConfig, correct_outliers, find_outliers, refine_poses,
                                   suspect_views, view_residuals)
 from nvs_ros.core.scene import Scene
 from nvs_ros.core.trainer import reconstruct
@@ -75,16 +75,6 @@ _TRAIN_IMAGES: dict = {}
 @pytest.fixture(autouse=True, scope="module")
 def _remember_images(views):
     _TRAIN_IMAGES.update(zip(views.names, views.images_NHW3))
-
-
-def test_sphere_search_undoes_a_half_turn(scene: Scene) -> None:
-    index = [1, 5]
-    images = torch.from_numpy(np.stack([_image(scene, i) for i in index])).float() / 255.0
-    K = torch.from_numpy(scene.K_N33[index]).float()
-    truth = torch.from_numpy(scene.c2w_N44[index]).float()
-    half_turn = torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0]))  # 180 degrees about world +Z
-    found, _ = search_sphere(scene.engine, images, K, half_turn @ truth)
-    assert (_angle_between(found, truth) < 1.0).all()
 
 
 def test_a_training_view_registers_where_the_scene_put_it(scene: Scene, views) -> None:
