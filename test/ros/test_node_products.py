@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -226,6 +227,7 @@ def test_odometry_fixes_the_map_in_metres_and_map_to_odom(room, bag, tmp_path, r
     try:
         listener = Listener(rclpy_context, spin_until)
         static = listener.node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+        listener.wait(lambda: static.get_subscription_count() > 0, "the node's /tf_static subscription")
         static.publish(TFMessage(transforms=[matrix_to_transform_stamped(T_base_camera, "base_link", CAMERA_FRAME, 0)]))
         # Odometry for every image stamp, ahead of the images, re-sent (/tf is volatile).
         odom_tf = listener.node.create_publisher(TFMessage, "/tf", TF_QOS)
@@ -280,7 +282,10 @@ def test_map_to_odom_is_withheld_while_odometry_fixes_no_scale(bag, rclpy_contex
     try:
         listener = Listener(rclpy_context, spin_until)
         static = listener.node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+        # the node must hold the odometry link before the first images come, or they go without it
+        listener.wait(lambda: static.get_subscription_count() > 0, "the node's /tf_static subscription")
         static.publish(TFMessage(transforms=[matrix_to_transform_stamped(np.eye(4), "odom", CAMERA_FRAME, 0)]))
+        time.sleep(0.5)
         player = play_in_background(bag, rclpy_context)
         listener.wait(lambda: listener.scene_status.get("ready") == "True"
                       and listener.scene_status.get("tf_withheld"), "a ready scene without TF")
