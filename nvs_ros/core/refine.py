@@ -73,6 +73,12 @@ class RefineConfig:
     """Registrations below this are rejected."""
     outlier_mads: float = 4.0
     """A view is an outlier when its log residual lies this many MADs above the median."""
+    stays_high_factor: float = 5.0
+    """A re-posed suspect is also an outlier when the field still explains it this many times
+    worse than the median view it trained on: a frame of another scene that the field learnt to
+    fit a little while it was in training, which gives it some contrast (measured on chair, 64
+    px: foreign temple frames 4.8-8.7 times the chair median; at 4 a correct view of the tiny
+    test ring was taken out too)."""
     suspect_mads: float = 2.0
     """The same, for setting a view aside to re-pose it (lenient: a few flipped views also drag
     their neighbours' residuals up, and a suspect that fits after all simply comes back)."""
@@ -293,9 +299,10 @@ def correct_outliers(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tens
     each suspect is re-posed by the search over the viewing sphere plus refinement (the new pose
     kept when it lowers the residual). A suspect is an outlier (wrong in a way no pose fixes:
     another scene, a blurred or occluded frame) when its contrast stays low: seen from its pose
-    it is not much better explained than from around the sphere (as in registration; its
-    residual is not compared with the other views': the field has just been trained without
-    the suspects, so even a right pose renders them as unseen views, worse than trained ones)."""
+    it is not much better explained than from around the sphere (as in registration), or when
+    its residual stays far above the other views' (`stays_high_factor`: the field has just been
+    trained without the suspects, so even a right pose renders them as unseen views, somewhat
+    worse than trained ones, hence a factor rather than the outlier statistics)."""
     small_NHW3, small_K_N33 = resize_views(images_NHW3, K_N33, config.size)
     c2w_N44 = c2w_N44.detach().float().clone()
     residual_N = view_residuals(engine, small_NHW3, small_K_N33, c2w_N44)
@@ -317,7 +324,10 @@ def correct_outliers(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tens
     residual_N[suspects[better]] = new_residual[better]
     reposed_N[suspects[better]] = True
     contrast = 1.0 - view_residuals(engine, tiny_BHW3, tiny_K_B33, c2w_N44[suspects]) / median_error
-    outlier_N[suspects] = confidence_from_contrast(contrast, config) < config.min_confidence
+    trained_N = ~suspects_N
+    reference = residual_N[trained_N].median() if trained_N.any() else residual_N.new_tensor(math.inf)
+    stays_high = residual_N[suspects] > config.stays_high_factor * reference
+    outlier_N[suspects] = (confidence_from_contrast(contrast, config) < config.min_confidence) | stays_high
     return OutlierCorrection(c2w_N44=c2w_N44, outlier_N=outlier_N, reposed_N=reposed_N & ~outlier_N,
                              residual_N=residual_N)
 
