@@ -62,6 +62,7 @@ VARIANTS = {
     "chair-reference": ("chair", "defaults, the ablations' reference at their budget", {}),
     "chair-autoencoder": ("chair", "no diffusion noise (plain autoencoder)",
                           {"diffusion": DiffusionConfig(noise="none")}),
+    "chair-restarts": ("chair", "two restarts of pose learning, the lower photometric loss kept", {"restarts": 2}),
     "room-features": ("room", "initial poses from chained features", {"init": "features"}),
     "fern-252-features": ("fern-252", "initial poses from chained features", {"init": "features"}),
     "dtu-features": ("dtu", "initial poses from chained features", {"init": "features"}),
