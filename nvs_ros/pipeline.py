@@ -103,7 +103,7 @@ def use_frame_of(scene: Scene, prior_c2w_N44: np.ndarray, source: str) -> None:
         _log.warning("the %s poses fix no frame (fewer than two, or no baseline): products stay in the "
                      "reconstruction's own frame and scale", source)
         return
-    scene.output_frame, scene.scale_source = alignment.to_prior, source
+    scene.use_frame(alignment)
     _log.info("products in the frame of the %s: scale %.4g, %d of %d cameras agree (median centre residual %.3g)",
               source, alignment.to_prior.scale, int(alignment.inlier_N.sum()), len(prior_c2w_N44),
               float(np.nanmedian(alignment.centre_residual_N)))
@@ -173,10 +173,8 @@ def write_cloud(path: Path, scene: Scene) -> int:
     if len(cloud) == 0:  # a scene trained too briefly to be opaque anywhere: nothing to write
         _log.warning("the field is nowhere opaque from the training cameras: no %s written", path.name)
         return 0
-    points_P3 = cloud.points_P3.double().cpu().numpy()
-    if scene.output_frame is not None:
-        points_P3 = scene.output_frame.apply_points(points_P3)
-    write_point_cloud_ply(path, points_P3, cloud.colors_P3.cpu().numpy())
+    write_point_cloud_ply(path, scene.points_to_output(cloud.points_P3.double().cpu().numpy()),
+                          cloud.colors_P3.cpu().numpy())
     _log.info("cloud.ply: %d points", len(cloud))
     return len(cloud)
 

@@ -264,8 +264,7 @@ class LiveScene:
         the scene keeps it as its output frame, so a saved scene answers in that frame too."""
         self._alignment = align_to_prior(self._joint.c2w().detach().double().cpu().numpy(),
                                          self._priors(self._posed), PRIOR_SOURCE, min_baseline=MIN_PRIOR_BASELINE)
-        self._scene.output_frame = None if self._alignment is None else self._alignment.to_prior
-        self._scene.scale_source = None if self._alignment is None else self._alignment.scale_source
+        self._scene.use_frame(self._alignment)
 
     def _start_joint_training(self, c2w_N44: torch.Tensor) -> None:
         scene = self._scene
@@ -341,7 +340,7 @@ class LiveScene:
                              K_N33=np.stack([k.K_33 for k in posed]) if posed else np.zeros((0, 3, 3)),
                              sizes_N2=np.array([[k.image_HW3.shape[1], k.image_HW3.shape[0]] for k in posed],
                                                dtype=np.int64).reshape(-1, 2),
-                             scale_source=self._alignment.scale_source if self._alignment else None)
+                             scale_source=self._scene.scale_source if self._scene is not None else None)
 
     def point_cloud(self, max_points: int = 20000) -> tuple[np.ndarray, np.ndarray]:
         """(P, 3) float32 points and (P, 3) uint8 colours where the field is opaque, seen from
@@ -352,10 +351,7 @@ class LiveScene:
         _, h, w, _ = self._images.shape
         with torch.no_grad():
             cloud = point_cloud(self._scene.engine.field, self._K[pick], self._joint.c2w()[pick].detach(), h, w)
-        points = cloud.points_P3.cpu().numpy()
-        if self._alignment is not None:
-            points = self._alignment.to_prior.apply_points(points)
-        points = points.astype(np.float32)
+        points = self._scene.points_to_output(cloud.points_P3.double().cpu().numpy()).astype(np.float32)
         colours = (cloud.colors_P3.clamp(0, 1) * 255).round().byte().cpu().numpy()
         if len(points) > max_points:
             keep = np.random.default_rng(self.config.seed).choice(len(points), max_points, replace=False)
@@ -371,7 +367,7 @@ class LiveScene:
         render = self._scene.render(K_33, self._scene.from_output(np.asarray(c2w_44, dtype=np.float64)), width, height)
         rgb = (render.rgb_R3.clamp(0, 1) * 255).round().byte().cpu().numpy()
         depth = torch.where(render.opacity_R > 0.5, render.z_depth_R, torch.full_like(render.z_depth_R, math.nan))
-        scale = self._alignment.to_prior.scale if self._alignment is not None else 1.0
+        scale = 1.0 if self._scene.output_frame is None else self._scene.output_frame.scale
         return rgb, depth.float().cpu().numpy() * np.float32(scale)
 
     def register(self, image_HW3: np.ndarray, K_33: np.ndarray) -> FramePose:

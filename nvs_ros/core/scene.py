@@ -16,6 +16,7 @@ from torch import Tensor
 
 from nvs_ros.core.diffusion import GenerativeLifting
 from nvs_ros.core.metrics import Sim3
+from nvs_ros.core.pose_prior import PriorAlignment
 from nvs_ros.core.refine import RefineConfig, Registration, register_frames, resize_views, view_residuals
 from nvs_ros.core.rendering import RenderOutput
 from nvs_ros.core.trainer import TrainerConfig, build_engine
@@ -75,6 +76,15 @@ class Scene:
         device = self.engine.field.grid.device
         return self.engine.render_full(torch.as_tensor(K_33, dtype=torch.float32, device=device),
                                        torch.as_tensor(c2w_44, dtype=torch.float32, device=device), height, width)
+
+    def use_frame(self, alignment: PriorAlignment | None) -> None:
+        """Publish in the frame of a declared source's poses (None: back to the gauge)."""
+        self.output_frame = None if alignment is None else alignment.to_prior
+        self.scale_source = None if alignment is None else alignment.scale_source
+
+    def points_to_output(self, points_P3: np.ndarray) -> np.ndarray:
+        """Gauge points (P, 3) in the output frame."""
+        return points_P3 if self.output_frame is None else self.output_frame.apply_points(points_P3)
 
     def to_output(self, c2w_N44: np.ndarray) -> np.ndarray:
         """Gauge camera-to-world poses (..., 4, 4) in the output frame."""
