@@ -131,3 +131,23 @@ def test_outlier_correction_reposes_a_flipped_view_and_flags_a_foreign_one(scene
     assert correction.reposed_N.tolist() == [False, False, True] + [False] * 5
     assert _angle_between(correction.c2w_N44[2:3], truth[2:3])[0] < 3.0
     torch.testing.assert_close(correction.c2w_N44[[0, 1, 3, 4, 6, 7]], start[[0, 1, 3, 4, 6, 7]])
+
+
+def test_a_foreign_view_that_passes_the_contrast_is_still_taken_out_by_its_residual(scene: Scene) -> None:
+    """With the contrast test switched off (every contrast maps to confidence 1), the frame of
+    another scene is taken out only because its residual stays far above the trained views';
+    the flipped view, re-posed, is kept."""
+    index = [0, 2, 4, 6, 8, 10, 12, 14]
+    images = torch.from_numpy(np.stack([_image(scene, i) for i in index])).float() / 255.0
+    images[5] = torch.from_numpy(load_image_set("bundled", max_side=32, views=1).images_NHW3[0]).float() / 255.0
+    K = torch.from_numpy(scene.K_N33[index]).float()
+    start = torch.from_numpy(scene.c2w_N44[index]).float()
+    start[2] = torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0])) @ start[2]
+    suspects = torch.zeros(8, dtype=torch.bool)
+    suspects[[2, 5]] = True
+    no_contrast = RefineConfig(contrast_range=(-2.0, -1.0))
+    correction = correct_outliers(scene.engine, images, K, start, suspects, no_contrast, torch.Generator().manual_seed(0))
+    assert correction.outlier_N.tolist() == [False] * 5 + [True] + [False] * 2
+    lenient = RefineConfig(contrast_range=(-2.0, -1.0), stays_high_factor=1e6)
+    assert not correct_outliers(scene.engine, images, K, start, suspects, lenient,
+                                torch.Generator().manual_seed(0)).outlier_N.any()
