@@ -265,9 +265,11 @@ def find_outliers(residual_N: Tensor, config: RefineConfig = RefineConfig(),
 
 
 def _turned(c2w_B44: Tensor, azimuth_turns: int) -> Tensor:
-    """(B, J, 4, 4): each pose turned about the world up axis by j * 360 / azimuth_turns degrees."""
-    turns_J = torch.arange(azimuth_turns, device=c2w_B44.device) * (2.0 * math.pi / azimuth_turns)
-    return _turns_about_z(turns_J)[None] @ c2w_B44[:, None].float()
+    """(B, J, 4, 4): each pose turned about the world up axis (+Z) by j * 360 / azimuth_turns degrees."""
+    angles_J = torch.arange(azimuth_turns, device=c2w_B44.device) * (2.0 * math.pi / azimuth_turns)
+    turns_J44 = torch.eye(4, device=c2w_B44.device).repeat(azimuth_turns, 1, 1)
+    turns_J44[:, :3, :3] = cameras.so3_exp(angles_J[:, None] * torch.tensor([0.0, 0.0, 1.0], device=c2w_B44.device))
+    return turns_J44[None] @ c2w_B44[:, None].float()
 
 
 @dataclass
@@ -330,13 +332,6 @@ def correct_outliers(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tens
     outlier_N[suspects] = (confidence_from_contrast(contrast, config) < config.min_confidence) | stays_high
     return OutlierCorrection(c2w_N44=c2w_N44, outlier_N=outlier_N, reposed_N=reposed_N & ~outlier_N,
                              residual_N=residual_N)
-
-
-def _turns_about_z(angles_J: Tensor) -> Tensor:
-    """(J, 4, 4) rotations about world +Z."""
-    out = torch.eye(4, device=angles_J.device).repeat(len(angles_J), 1, 1)
-    out[:, :3, :3] = cameras.so3_exp(angles_J[:, None] * torch.tensor([0.0, 0.0, 1.0], device=angles_J.device))
-    return out
 
 
 def resize_views(images_BHW3: Tensor, K_B33: Tensor, max_side: int) -> tuple[Tensor, Tensor]:
