@@ -77,8 +77,8 @@ class RefineConfig:
     """A re-posed suspect is also an outlier when the field still explains it this many times
     worse than the median view it trained on: a frame of another scene that the field learnt to
     fit a little while it was in training, which gives it some contrast (measured on chair, 64
-    px: foreign temple frames 4.8-8.7 times the chair median; at 4 a correct view of the tiny
-    test ring was taken out too)."""
+    px: foreign temple frames 4.8-8.7 times the chair median; at 4 the live scene's tiny ring
+    test lost a keyframe's registration)."""
     suspect_mads: float = 2.0
     """The same, for setting a view aside to re-pose it (lenient: a few flipped views also drag
     their neighbours' residuals up, and a suspect that fits after all simply comes back)."""
