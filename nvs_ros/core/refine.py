@@ -2,15 +2,18 @@
 per-view photometric residuals, outlier views, a discrete search over the viewing sphere, and
 the registration of new frames (one encoder pass + a few refinement steps, as ACE relocalizes).
 
-Refinement moves each camera by an se(3) twist in the world frame, c2w <- exp(twist) @ c2w, on
-the photometric error of a few hundred random pixels per step; the field stays fixed (only the
-twists get gradients). The world origin is the scene's centre (the gauge of core.orbit_poses),
-so the rotational part turns a camera about what it looks at: along the viewing sphere
-(azimuth, elevation) and about its line of sight (roll), the ways poses of a 360 capture are
-wrong. With the twist in the camera frame instead, such an error needs a rotation and a
-translation together, and Adam crawled along that valley (measured on the tiny test scene, 20
-steps from the sphere anchors: 2.3-4.2 degrees left, against 0.8-1.1 in the world frame; both
-frames at once did worse than either, 2.1-4.4).
+Refinement moves each camera by an se(3) twist in the world frame, c2w <- exp(twist) @ c2w,
+with the field fixed: damped Gauss-Newton (Levenberg-Marquardt's step) on the colour residuals of
+a few hundred random pixels, redrawn every step, with the Jacobian from forward differences
+(the pose and six nudged copies render in one batch, no backward pass). On chair (64 px scene,
+all 100 views registered) it matched the Adam refiner it replaced with 4 steps instead of 12:
+69% of views within 5 degrees (Adam 70%), median 3.0 degrees (3.2), 49 ms of CPU per frame
+(86). The world origin is the scene's centre (the gauge of core.orbit_poses), so the rotational
+part turns a camera about what it looks at: along the viewing sphere (azimuth, elevation) and
+about its line of sight (roll), the ways poses of a 360 capture are wrong. With the twist in
+the camera frame instead, such an error needs a rotation and a translation together, and the
+Adam refiner crawled along that valley (tiny test scene, 20 steps from the sphere anchors:
+2.3-4.2 degrees left, against 0.8-1.1 in the world frame).
 A view's residual is its full-image MSE at `size`. Whether a new frame belongs to the scene is
 judged two ways, and its confidence is the lower of the two:
 - fit: how close its error comes to the training views' (`reference_psnr`),
@@ -47,12 +50,16 @@ SEARCH_TURNS = 8
 class RefineConfig:
     """Render-and-compare refinement and registration."""
 
-    steps: int = 12
-    """Adam steps of the twist per refinement."""
-    lr: float = 0.02
-    """Learning rate of the twist (radians and world units; the cameras sit ~3-4 units out)."""
+    steps: int = 5
+    """Gauss-Newton steps per refinement."""
+    damping: float = 0.1
+    """Levenberg-Marquardt damping, relative to the Gauss-Newton curvature (keeps a step from
+    overshooting where a few pixels' gradients dominate)."""
+    difference_step: float = 1e-3
+    """Twist step of the forward differences (radians and world units; the cameras sit ~3-4 units
+    out, a field cell is ~0.05 wide: the nudge stays inside one trilinear cell)."""
     rays_per_view: int = 256
-    """Random pixels rendered per view and step."""
+    """Random pixels (fixed for the refinement) compared per view."""
     size: int = 32
     """Longer image side at which views are refined and scored."""
     search_size: int = 16
@@ -63,8 +70,8 @@ class RefineConfig:
     anchor is tried too: the encoder of a scene trained on few views generalises poorly."""
     refined_candidates: int = 2
     """Best-ranked candidates refined per new frame (they race: see `race_steps`)."""
-    race_steps: int = 4
-    """Steps every refined candidate gets; then only the best of them goes on."""
+    race_steps: int = 1
+    """Iterations every refined candidate gets; then only the best of them goes on."""
     psnr_tolerance: float = 24.0
     """dB below the training views' PSNR at which the fit confidence reaches 0."""
     contrast_range: tuple[float, float] = (0.25, 0.75)
@@ -118,25 +125,43 @@ def view_residuals(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor
     return torch.cat(residuals) if residuals else images_BHW3.new_zeros(0)
 
 
+@torch.no_grad()
 def refine_poses(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_B44: Tensor,
                  config: RefineConfig = RefineConfig(), generator: torch.Generator | None = None) -> Tensor:
-    """(B, 4, 4) poses after `config.steps` steps of render-and-compare on a fixed field."""
-    twist_B6 = torch.zeros(len(c2w_B44), 6, device=c2w_B44.device, requires_grad=True)
-    optimizer = torch.optim.Adam([twist_B6], lr=config.lr)
-    base_B44 = c2w_B44.detach().float()
-    for step in range(config.steps):
-        # cosine decay to a tenth: big moves first, then settle (a constant rate jitters ~lr)
-        optimizer.param_groups[0]["lr"] = config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * step / config.steps)))
+    """(B, 4, 4) poses after `config.steps` damped Gauss-Newton steps of render-and-compare on a
+    fixed field, each on freshly drawn pixels (a fixed set lets a view fit its few hundred
+    pixels instead of the image: on the tiny test scene it left 6-15 degree errors)."""
+    pose_B44 = c2w_B44.detach().float().clone()
+    damping_B = pose_B44.new_full((len(pose_B44),), config.damping)
+    for _ in range(config.steps):
         uv_BP2, target_BP3 = random_pixels(images_BHW3, config.rays_per_view, generator)
-        c2w = cameras.se3_exp(twist_B6) @ base_B44
-        rgb_BP3 = engine.render_pixels(K_B33, c2w[:, None], uv_BP2, randomize=False)[:, 0]
-        loss = ((rgb_BP3 - target_BP3) ** 2).mean(dim=(-1, -2)).sum()
-        # only the twists: the field's gradients would pile up in its parameters
-        (grad,) = torch.autograd.grad(loss, [twist_B6])
-        twist_B6.grad = grad
-        optimizer.step()
-    with torch.no_grad():
-        return cameras.se3_exp(twist_B6) @ base_B44
+        residual_BM, jacobian_BM6 = _linearise(engine, K_B33, pose_B44, uv_BP2, target_BP3, config.difference_step)
+        pose_B44 = cameras.se3_exp(_damped_gauss_newton_step(residual_BM, jacobian_BM6, damping_B)) @ pose_B44
+    return pose_B44
+
+
+def _linearise(engine: GenerativeLifting, K_B33: Tensor, c2w_B44: Tensor, uv_BP2: Tensor, target_BP3: Tensor,
+               difference_step: float) -> tuple[Tensor, Tensor]:
+    """Colour residuals (B, M = 3P) at the poses and their Jacobian (B, M, 6) w.r.t. a world-frame
+    twist, by forward differences: the pose and its six nudged copies render in one batch, which
+    costs a fraction of a backward pass through the field's sampling."""
+    nudges_744 = cameras.se3_exp(torch.cat([c2w_B44.new_zeros(1, 6),
+                                            difference_step * torch.eye(6, device=c2w_B44.device)]))
+    rgb_B7P3 = engine.render_pixels(K_B33, nudges_744[None] @ c2w_B44[:, None], uv_BP2, randomize=False)
+    b = len(c2w_B44)
+    residual_BM = (rgb_B7P3[:, 0] - target_BP3).reshape(b, -1)
+    jacobian_BM6 = ((rgb_B7P3[:, 1:] - rgb_B7P3[:, :1]) / difference_step).reshape(b, 6, -1).transpose(1, 2)
+    return residual_BM, jacobian_BM6
+
+
+def _damped_gauss_newton_step(residual_BM: Tensor, jacobian_BM6: Tensor, damping_B: Tensor) -> Tensor:
+    """(B, 6) twists minimising |r + J x|^2 + damping |diag(J^T J)^(1/2) x|^2 (Marquardt's scaling:
+    rotation and translation, in radians and world units, get comparable steps)."""
+    normal_B66 = jacobian_BM6.transpose(1, 2) @ jacobian_BM6
+    diagonal_B6 = normal_B66.diagonal(dim1=1, dim2=2).clamp_min(1e-9)
+    damped_B66 = normal_B66 + torch.diag_embed(damping_B[:, None] * diagonal_B6)
+    gradient_B6 = (jacobian_BM6.transpose(1, 2) @ residual_BM[..., None])[..., 0]
+    return -torch.linalg.solve(damped_B66, gradient_B6)
 
 
 def confidence_from_residual(residual_B: Tensor, reference_psnr: float, config: RefineConfig) -> Tensor:
@@ -192,7 +217,7 @@ def _refine_the_best(engine: GenerativeLifting, small_BHW3: Tensor, small_K_B33:
                               c2w_BJ44.reshape(-1, 4, 4), race, generator).reshape(b, j, 4, 4)
     winner_B = candidate_errors(engine, tiny_BHW3, tiny_K_B33, raced_BJ44).argmin(dim=1)
     leader_B44 = raced_BJ44[torch.arange(b, device=c2w_BJ44.device), winner_B]
-    rest = replace(config, steps=config.steps - race.steps, lr=config.lr * 0.5)
+    rest = replace(config, steps=config.steps - race.steps)
     return refine_poses(engine, small_BHW3, small_K_B33, leader_B44, rest, generator), winner_B
 
 
