@@ -89,6 +89,15 @@ class RefineConfig:
     suspect_mads: float = 2.0
     """The same, for setting a view aside to re-pose it (lenient: a few flipped views also drag
     their neighbours' residuals up, and a suspect that fits after all simply comes back)."""
+    search_elevations_deg: tuple[float, ...] = (-10.0, 5.0, 20.0, 35.0, 50.0, 65.0, 80.0)
+    search_azimuths: int = 16
+    """The grid of poses on the viewing sphere (looking at the centre) tried for a suspect view,
+    next to its own pose's turns: a view the pose learning put at a wrong elevation (chair's
+    top views, 60-90 degrees up, sat at 20-50) is no turn about the up axis away."""
+    correction_candidates: int = 4
+    correction_steps: int = 15
+    """Best-ranked search poses that race per suspect, and their refinement steps, on twice the
+    pixels of a registration (re-posing is not latency-bound as registration is)."""
 
 
 @dataclass
@@ -297,6 +306,16 @@ def _turned(c2w_B44: Tensor, azimuth_turns: int) -> Tensor:
     return turns_J44[None] @ c2w_B44[:, None].float()
 
 
+
+def _sphere_grid(c2w_N44: Tensor, config: RefineConfig) -> Tensor:
+    """(G, 4, 4) cameras looking at the centre from the search grid's elevations and azimuths,
+    at the median distance of the given cameras (the views not under suspicion)."""
+    radius = c2w_N44[:, :3, 3].norm(dim=1).median() if len(c2w_N44) else torch.tensor(1.0)
+    azimuth_A = torch.arange(config.search_azimuths, device=c2w_N44.device) * (2.0 * math.pi / config.search_azimuths)
+    elevation_E = torch.tensor([math.radians(e) for e in config.search_elevations_deg], device=c2w_N44.device)
+    azimuth_AE, elevation_AE = torch.meshgrid(azimuth_A, elevation_E, indexing="ij")
+    return cameras.orbit_c2w(azimuth_AE.reshape(-1), elevation_AE.reshape(-1), float(radius))
+
 @dataclass
 class OutlierCorrection:
     """Outcome of `correct_outliers` for N views."""
@@ -338,13 +357,20 @@ def correct_outliers(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tens
     outlier_N = torch.zeros_like(reposed_N)
     if len(suspects) == 0:
         return OutlierCorrection(c2w_N44=c2w_N44, outlier_N=outlier_N, reposed_N=reposed_N, residual_N=residual_N)
-    # every turn is refined a little before they are compared (the race of registration): the
-    # suspect's own pose was refined with the field before, so unrefined it wins too often
-    turns_BJ44 = _turned(c2w_N44[suspects], SEARCH_TURNS)
+    # the candidates race through refinement before they are compared (as in registration):
+    # the suspect's own pose was refined with the field before, so unrefined it wins too often
+    candidates_BJ44 = torch.cat([_turned(c2w_N44[suspects], SEARCH_TURNS),
+                                 _sphere_grid(c2w_N44[~suspects_N], config)[None].expand(len(suspects), -1, -1, -1)],
+                                dim=1)
     tiny_BHW3, tiny_K_B33 = resize_views(images_NHW3[suspects], K_N33[suspects], config.search_size)
-    median_error = candidate_errors(engine, tiny_BHW3, tiny_K_B33, turns_BJ44).median(dim=1).values
+    errors_BJ = candidate_errors(engine, tiny_BHW3, tiny_K_B33, candidates_BJ44)
+    median_error = errors_BJ.median(dim=1).values
+    best_BJ = errors_BJ.topk(min(config.correction_candidates, errors_BJ.shape[1]), dim=1, largest=False).indices
+    rows_B1 = torch.arange(len(suspects), device=c2w_N44.device)[:, None]
+    search = replace(config, steps=config.correction_steps, race_steps=min(2, config.correction_steps),
+                     rays_per_view=2 * config.rays_per_view)
     refined, _ = _refine_the_best(engine, small_NHW3[suspects], small_K_N33[suspects], tiny_BHW3, tiny_K_B33,
-                                  turns_BJ44, config, generator)
+                                  candidates_BJ44[rows_B1, best_BJ], search, generator)
     new_residual = view_residuals(engine, small_NHW3[suspects], small_K_N33[suspects], refined)
     better = new_residual < residual_N[suspects]
     c2w_N44[suspects[better]] = refined[better]

@@ -133,6 +133,28 @@ def test_outlier_correction_reposes_a_flipped_view_and_flags_a_foreign_one(scene
     torch.testing.assert_close(correction.c2w_N44[[0, 1, 3, 4, 6, 7]], start[[0, 1, 3, 4, 6, 7]])
 
 
+
+def test_outlier_correction_finds_a_view_put_at_a_wrong_elevation(scene: Scene) -> None:
+    """A view lifted 45 degrees up the viewing sphere (pose learning put chair's top views at
+    the anchors' elevations) is no turn about the up axis away: the search grid finds it."""
+    index = [0, 2, 4, 6, 8, 10, 12, 14]
+    images = torch.from_numpy(np.stack([_image(scene, i) for i in index])).float() / 255.0
+    K = torch.from_numpy(scene.K_N33[index]).float()
+    truth = torch.from_numpy(scene.c2w_N44[index]).float()
+    azimuth = math.atan2(float(truth[3, 1, 3]), float(truth[3, 0, 3]))
+    side_axis = (-math.sin(azimuth), math.cos(azimuth), 0.0)  # turning about it changes elevation
+    start = truth.clone()
+    start[3] = _turned_about_the_centre(truth[3:4], -45.0, side_axis)[0]
+    suspects = torch.zeros(8, dtype=torch.bool)
+    suspects[3] = True
+    correction = correct_outliers(scene.engine, images, K, start, suspects, generator=torch.Generator().manual_seed(0))
+    assert _angle_between(start[3:4], truth[3:4])[0] > 40.0
+    assert correction.reposed_N.tolist() == [False] * 3 + [True] + [False] * 4
+    assert _angle_between(correction.c2w_N44[3:4], truth[3:4])[0] < 5.0
+    turns_only = RefineConfig(search_elevations_deg=())
+    stuck = correct_outliers(scene.engine, images, K, start, suspects, turns_only, torch.Generator().manual_seed(0))
+    assert _angle_between(stuck.c2w_N44[3:4], truth[3:4])[0] > 15.0
+
 def test_a_foreign_view_that_passes_the_contrast_is_still_taken_out_by_its_residual(scene: Scene) -> None:
     """With the contrast test switched off (every contrast maps to confidence 1), the frame of
     another scene is taken out only because its residual stays far above the trained views';
