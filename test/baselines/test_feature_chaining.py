@@ -1,27 +1,43 @@
-"""Pose chaining on an ordered textured stream: accurate on the bundled forward arc, and a
-frame that shows nothing usable stays unregistered without breaking the chain."""
+"""Pose chaining on an ordered textured stream: accurate on the bundled forward arc, a frame that
+shows nothing usable stays unregistered without breaking the chain, and a frame the stream
+reaches before its neighbours is placed from them afterwards."""
 
 import numpy as np
 
-from nvs_ros.baselines.feature_chaining import chain_poses
+from nvs_ros.baselines.feature_chaining import ChainingConfig, chain_poses
+from nvs_ros.core.metrics import rotation_angle_deg
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.evaluation import score_estimates
 
 
 def test_an_ordered_textured_stream_is_chained() -> None:
-    """Measured: 12/12, RRA@5 100%, median relative rotation error 1.1 degrees, in ~2 s (24 views:
-    0.18 degrees)."""
+    """Measured: 12/12, RRA@5 100%, median relative rotation error 0.11 degrees (0.75 without the
+    bundle adjustment), in ~2.5 s."""
     stream = load_image_set("bundled:room:arc", max_side=128, views=12)
     estimates = chain_poses(stream.without_ground_truth())
     metrics = score_estimates(estimates, stream)
     assert metrics["registered"] == 12 and metrics["RRA@5"] == 1.0, metrics
-    assert metrics["median_relative_rotation_error_deg"] < 2.0
+    assert metrics["median_relative_rotation_error_deg"] < 0.3
     np.testing.assert_allclose(estimates.c2w_N44[0], np.eye(4), atol=1e-12)  # the first camera is the world
 
 
 def test_a_blank_frame_stays_unregistered_and_the_chain_goes_on() -> None:
     stream = load_image_set("bundled:room:arc", max_side=128, views=12).without_ground_truth()
     stream.images_NHW3[5] = 128  # a grey frame: no features
-    estimates = chain_poses(stream)
+    estimates = chain_poses(stream, ChainingConfig(bundle_every=0))
     assert estimates.registered_N.tolist() == [True] * 5 + [False] + [True] * 6
     assert np.isnan(estimates.c2w_N44[5]).all() and np.isfinite(estimates.c2w_N44[6:]).all()
+
+
+def test_a_frame_reached_before_its_neighbours_is_placed_from_them() -> None:
+    """The view opposite the first ones on the ring comes fourth, as a scan's row change brings a
+    view no earlier frame shares anything with (measured without the second pass: it and five
+    frames after the gap stay unregistered); ~2 s."""
+    ring = load_image_set("bundled", max_side=128, views=16)
+    jumpy = ring.subset([0, 1, 2, 8, *[i for i in range(3, 16) if i != 8]])
+    metrics = score_estimates(chain_poses(jumpy.without_ground_truth()), jumpy)
+    assert metrics["registered"] == 16 and metrics["RRA@15"] == 1.0, metrics
+
+
+def _rotation_error_deg(w2c_N44: np.ndarray, true_N44: np.ndarray) -> np.ndarray:
+    return rotation_angle_deg(w2c_N44[:, :3, :3] @ true_N44[:, :3, :3].transpose(0, 2, 1))
