@@ -25,6 +25,7 @@ from rich.table import Table
 
 from nvs_ros.baselines.colmap_sfm import ColmapConfig, run_colmap
 from nvs_ros.baselines.feature_chaining import chain_poses
+from nvs_ros.cli import KEEP_CHAINED_POSES
 from nvs_ros.core.diffusion import DiffusionConfig
 from nvs_ros.core.orbit_poses import OrbitConfig
 from nvs_ros.core.pose_encoder import PoseEncoderConfig
@@ -79,6 +80,8 @@ def run_set(name: str, budget_s: float, seed: int) -> list[dict]:
     rows = []
     started = time.perf_counter()
     settings = {k: v for k, v in changes.items() if k != "init"}
+    if changes.get("init") == "features":
+        settings.update(KEEP_CHAINED_POSES)
     initial = chain_poses(image_set.without_ground_truth()).c2w_N44 if changes.get("init") == "features" else None
     metrics = run_reconstruction(image_set, RESULTS / name / "nvs_ros",
                                  config_for_mode(choose_mode(image_set), time_budget_s=budget_s, seed=seed, **settings),

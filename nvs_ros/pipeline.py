@@ -59,16 +59,23 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     out_dir = Path(out_dir)
     started = time.perf_counter()
     held_out_N = held_out_mask(len(image_set), hold_out_every)
-    train_set = image_set.subset(np.flatnonzero(~held_out_N))
+    # views the given poses miss are registered into the scene afterwards, as the held-out ones
+    # are: a stand-in pose would be trained on (and kept, where the poses are not refined)
+    unplaced_N = (np.zeros(len(image_set), dtype=bool) if initial_c2w_N44 is None
+                  else ~np.isfinite(initial_c2w_N44).all(axis=(1, 2)) & ~held_out_N)
+    if unplaced_N.any():
+        _log.info("%d views without an initial pose are registered after training", int(unplaced_N.sum()))
+    registered_later_N = held_out_N | unplaced_N
+    train_set = image_set.subset(np.flatnonzero(~registered_later_N))
     estimator_input = train_set if config.poses == "gt" else train_set.without_ground_truth()
-    initial = None if initial_c2w_N44 is None else initial_c2w_N44[~held_out_N]
+    initial = None if initial_c2w_N44 is None else initial_c2w_N44[~registered_later_N]
     result = reconstruct(estimator_input, config, progress, initial_c2w_N44=initial)
     scene = Scene.from_training(result.engine, config, train_set.names, train_set.images_NHW3, train_set.K_N33,
                                 result.c2w_N44)
     if prior_source is not None and initial is not None:
         use_frame_of(scene, initial, prior_source)
     train_s = time.perf_counter() - started
-    estimates = all_estimates(image_set, held_out_N, result, scene, config)
+    estimates = all_estimates(image_set, registered_later_N, result, scene, config)
     register_s = time.perf_counter() - started - train_s
     metrics = score_estimates(estimates, image_set) if image_set.has_ground_truth else None
     info = {"estimator": "nvs_ros generative lifting" + (" (oracle: ground-truth poses)" if config.poses == "gt" else ""),
@@ -83,7 +90,7 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     save_scene(out_dir, scene)
 
     products_started = time.perf_counter()
-    view_pairs = write_views(out_dir / "views", scene, estimates, image_set, held_out_N)
+    view_pairs = write_views(out_dir / "views", scene, estimates, image_set, held_out_N, ~registered_later_N)
     if metrics is not None:
         metrics.update(view_synthesis_metrics(view_pairs))
         write_json(out_dir / "metrics.json", metrics)
@@ -127,9 +134,9 @@ def held_out_mask(count: int, every: int) -> np.ndarray:
 
 def all_estimates(image_set: ImageSet, held_out_N: np.ndarray, result: ReconstructionResult, scene: Scene,
                   config: TrainerConfig) -> CameraEstimates:
-    """Cameras of every image: trained ones from the reconstruction, held-out ones registered
-    into the scene (rejected ones unregistered); the oracle maps the held-out ground truth
-    into the scene's gauge instead."""
+    """Cameras of every image: trained ones from the reconstruction, the others (`held_out_N`:
+    held out, or without an initial pose) registered into the scene (rejected ones
+    unregistered); the oracle maps the held-out ground truth into the scene's gauge instead."""
     n = len(image_set)
     c2w_N44 = np.full((n, 4, 4), np.nan)
     registered_N = np.zeros(n, dtype=bool)
@@ -190,12 +197,13 @@ class ViewPair:
 
 
 def write_views(folder: Path, scene: Scene, estimates: CameraEstimates, image_set: ImageSet,
-                held_out_N: np.ndarray) -> list[ViewPair]:
+                held_out_N: np.ndarray, trained_N: np.ndarray | None = None) -> list[ViewPair]:
     """Real and rendered views as PNGs at the training resolution: every held-out view (none of
-    them was trained on; rendered from its registered pose) and a few training views."""
+    them was trained on; rendered from its registered pose) and a few of the views trained on
+    (`trained_N`; default: all the others)."""
     small = image_set.resized(scene.config.fine_size)
     folder.mkdir(parents=True, exist_ok=True)
-    train = np.flatnonzero(~held_out_N)
+    train = np.flatnonzero(~held_out_N if trained_N is None else trained_N)
     shown = list(np.flatnonzero(held_out_N)) + list(train[evenly_spaced_indices(len(train), REPORT_TRAINING_VIEWS)])
     pairs = []
     for i in shown:

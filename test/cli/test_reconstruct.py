@@ -119,3 +119,30 @@ def test_poses_file_gives_the_products_its_frame_and_scale(tmp_path):
     points, _ = read_point_cloud_ply(out / "cloud.ply")
     assert np.linalg.norm(points.mean(0) - given[:, :3, 3].mean(0)) < 0.5 * ring
     assert json.loads((out / "run.json").read_text())["output_frame"] == "poses file"
+
+
+def test_chained_features_are_kept_as_the_poses_of_the_trained_views(tmp_path):
+    """--init features: the views trained on keep their chained poses up to the gauge (the
+    bundle-adjusted chain is finer than the photometric refinement, cli.KEEP_CHAINED_POSES);
+    a view the chain could not place is registered afterwards instead of trained on."""
+    from nvs_ros.baselines.feature_chaining import chain_poses
+    from nvs_ros.core.metrics import rotation_angle_deg
+
+    source = ["bundled:room:arc", "--size", "64", "--views", "8", "--threads", "1"]
+    chained = chain_poses(load_image_set(source[0], max_side=64, views=8).without_ground_truth())
+    trained = np.flatnonzero(chained.registered_N & (np.arange(8) != 0))  # view 0 is held out
+    assert len(trained) >= 5
+    out = tmp_path / "run"
+    result = subprocess.run([str(NVS_ROS), "reconstruct", *source, "--out", str(out), "--iters", "30",
+                             "--init", "features"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    estimates = read_poses(out)
+    assert estimates.registered_N[trained].all()
+
+    def relative_rotations(c2w_N44: np.ndarray) -> np.ndarray:
+        R_N33 = c2w_N44[trained, :3, :3]
+        return np.swapaxes(R_N33, 1, 2)[:, None] @ R_N33[None]
+
+    difference = rotation_angle_deg((np.swapaxes(relative_rotations(chained.c2w_N44), -1, -2)
+                                     @ relative_rotations(estimates.c2w_N44)).reshape(-1, 3, 3))
+    assert difference.max() < 0.01, difference.max()
