@@ -11,6 +11,8 @@ views. This node publishes them (REP 103/105, see README "ROS 2"):
     ~/keyframe_frusta         visualization_msgs/MarkerArray, reliable + transient local
     ~/latest_view[_depth]     the view from the newest keyframe after each training round
     ~/rendered_image, ~/rendered_depth   the view from a pose sent to ~/render_pose
+    ~/tracked_pose            geometry_msgs/PoseWithCovarianceStamped of frames posed between
+                              keyframes (tracking, `track_rate_hz`), also sent on /tf
     /diagnostics              camera input + scene status
 and serves ~/save and ~/reset (std_srvs/Trigger). When TF already connects `odom_frame` to
 the camera frame (odometry tree), each keyframe takes the camera's odometry pose at its stamp
@@ -18,6 +20,12 @@ as a prior: the scene's products are then in the odometry frame and metres (map 
 images correct it), and the node publishes map -> odom, never a second parent. Until the priors
 fix the scale (two keyframes with odometry, apart), map -> odom is withheld: a monocular pose
 has an arbitrary scale, and composed with metric odometry it would put the camera anywhere.
+
+Tracking: at most `track_rate_hz` (by image stamps) the newest frame goes to the worker, which
+poses it in the trained scene (one registration, not added to the scene) between training
+slices. With tracking, /tf carries the newest pose by image stamp, tracked or keyframe, stamped
+with that image's stamp; a pose older than the one already sent is not sent (stamps on /tf
+never go backwards). Without it, /tf carries the newest keyframe's pose stamped now.
 
     nvs_node --ros-args --params-file config/nvs.yaml -r /camera/image_raw:=/my/image
 """
@@ -35,7 +43,7 @@ import rclpy
 import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path as PathMsg
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -59,9 +67,11 @@ from nvs_ros.ros.params import NodeConfig, ParameterError, declare_node_config
 from nvs_ros.ros.point_cloud_msg import point_cloud_msg
 from nvs_ros.ros.qos import (IMAGE_QOS, LATCHED_QOS, RELIABLE_IMAGE_QOS, TF_LISTENER_QOS,
                              TF_STATIC_LISTENER_QOS)
-from nvs_ros.ros.scene_worker import QueuedKeyframe, RenderedView, RenderRequest, SceneWorker
+from nvs_ros.ros.scene_worker import (QueuedKeyframe, RenderedView, RenderRequest, SceneWorker, TrackedFrame,
+                                      TrackRequest)
 from nvs_ros.ros.tf_broadcaster import TfBroadcaster
 from nvs_ros.ros.tf_tree import TfTree, map_to_odom
+from nvs_ros.ros.tracked_pose import tracked_pose_msg, trajectory_extent
 from nvs_ros.ros.transforms import matrix_to_transform_stamped, ns_to_stamp, pose_to_matrix, stamp_to_ns
 
 RCLError = rclpy_implementation.RCLError
@@ -96,6 +106,8 @@ class IngestStats:
     keyframes_with_odometry: int = 0
     keyframes_without_odometry: int = 0
     """Keyframes offered while the camera is in an odometry tree whose TF at their stamp was missing."""
+    tracked_older_than_tf: int = 0
+    """Accepted tracked poses not sent on /tf: TF already carried a newer pose."""
 
     def record_callback(self, wall_s: float, cpu_s: float) -> None:
         """Wall time is what the next frame waits for; CPU time is the callback's own cost
@@ -160,7 +172,16 @@ class NvsNode(Node):
         """K and (width, height) of the newest frame at the working size: rendered views use them."""
         self._last_tf: tuple[np.ndarray, str, str] | None = None
         """(T_parent_child, parent, child) last sent on /tf."""
-        self._last_tf_stamp: Time | None = None
+        self._last_tf_stamp_ns: int | None = None
+        self._last_tf_sent_ns = 0
+        """The node's clock when /tf was last sent."""
+        self._tf_pose_stamp_ns: int | None = None
+        """Image stamp of the pose on /tf (keyframe or tracked frame)."""
+        self._tracking = self.config.track_rate_hz > 0
+        self._last_track_stamp_ns: int | None = None
+        """Stamp of the last frame handed over for tracking."""
+        self._trajectory_extent = 0.0
+        """Of the keyframe poses: the tracked pose's covariance is relative to it."""
         self._tf_withheld = ""
         """Why the latest poses went out without TF (empty: they did not)."""
         if self.config.torch_threads:
@@ -193,6 +214,7 @@ class NvsNode(Node):
         self._path_pub = self.create_publisher(PathMsg, "~/keyframe_path", LATCHED_QOS)
         self._cloud_pub = self.create_publisher(PointCloud2, "~/point_cloud", LATCHED_QOS)
         self._frusta_pub = self.create_publisher(MarkerArray, "~/keyframe_frusta", LATCHED_QOS)
+        self._tracked_pub = self.create_publisher(PoseWithCovarianceStamped, "~/tracked_pose", 10)
         self._view_pubs = {name: self.create_publisher(Image, f"~/{name}", RELIABLE_IMAGE_QOS)
                            for name in ("latest_view", "latest_view_depth", "rendered_image", "rendered_depth")}
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -268,19 +290,29 @@ class NvsNode(Node):
             name = f"frame_{self.stats.accepted:06d}"
             self.worker.offer_keyframe(QueuedKeyframe(small_HW3, small_K_33, stamp_ns, name,
                                                       self._keyframes_generation, self._odometry_prior(stamp_ns)))
+        if self._tracking_due(stamp_ns):
+            # Only a hand-over here: the worker registers it (the callback stays cheap).
+            self.worker.request_tracking(TrackRequest(small_HW3, small_K_33, stamp_ns, self._odometry_pose(stamp_ns)))
+            self._last_track_stamp_ns = stamp_ns
         self._render_camera = (small_K_33, small_HW3.shape[1], small_HW3.shape[0])
         self.stats.accepted += 1
         self.stats.last_size = rgb_HW3.shape[:2]
         self.stats.last_latency_s = (self.get_clock().now().nanoseconds - stamp_ns) / 1e9
 
+    def _tracking_due(self, stamp_ns: int) -> bool:
+        """At most track_rate_hz by image stamps (a stamp that jumps back, a looped bag, counts)."""
+        if not self._tracking:
+            return False
+        last = self._last_track_stamp_ns
+        return last is None or abs(stamp_ns - last) >= 1e9 / self.config.track_rate_hz
+
     def _odometry_prior(self, stamp_ns: int) -> np.ndarray | None:
-        """T_odom_camera at the frame's stamp when the camera is in an odometry tree and TF has
-        it, else None."""
-        odom, camera = self.config.odom_frame, self._camera_frame
-        if not odom or not self.tf_tree.connected(odom, camera):
+        """A keyframe's prior: T_odom_camera at its stamp when the camera is in an odometry tree
+        and TF has it, else None (counted either way)."""
+        if not self._in_odometry_tree():
             return None
         try:
-            prior = self.tf_tree.lookup(odom, camera, stamp_ns, max_offset_ns=ODOMETRY_MAX_OFFSET_NS)
+            prior = self._odometry_at(stamp_ns)
         except LookupError as err:
             self.stats.keyframes_without_odometry += 1
             self.get_logger().warning(f"keyframe without odometry prior: {err}",
@@ -288,6 +320,24 @@ class NvsNode(Node):
             return None
         self.stats.keyframes_with_odometry += 1
         return prior
+
+    def _odometry_pose(self, stamp_ns: int) -> np.ndarray | None:
+        """A tracked frame's T_odom_camera at its stamp, None when TF has none near it (map ->
+        odom then takes the nearest sample when it is sent, as for keyframes)."""
+        if not self._in_odometry_tree():
+            return None
+        try:
+            return self._odometry_at(stamp_ns)
+        except LookupError:
+            return None
+
+    def _odometry_at(self, stamp_ns: int) -> np.ndarray:
+        return self.tf_tree.lookup(self.config.odom_frame, self._camera_frame, stamp_ns,
+                                   max_offset_ns=ODOMETRY_MAX_OFFSET_NS)
+
+    def _in_odometry_tree(self) -> bool:
+        odom = self.config.odom_frame
+        return bool(odom) and self.tf_tree.connected(odom, self._camera_frame)
 
     def _skip(self, reason: str) -> None:
         self.stats.skipped += 1
@@ -340,11 +390,15 @@ class NvsNode(Node):
         outbox = self.worker.take_products()
         now = self.get_clock().now().to_msg()
         if outbox.cleared:
-            self._last_tf, self._tf_withheld = None, ""
+            self._last_tf, self._tf_withheld, self._tf_pose_stamp_ns = None, "", None
             self._publish_poses(KeyframePoses([], [], np.zeros((0, 4, 4)), np.zeros(0), np.zeros((0, 3, 3)),
                                               np.zeros((0, 2), int)), now)
             self._cloud_pub.publish(point_cloud_msg(np.zeros((0, 3)), np.zeros((0, 3), np.uint8),
                                                     self.config.map_frame, now))
+        if outbox.poses is not None:  # the tracked pose's covariance is relative to their extent
+            self._trajectory_extent = trajectory_extent(outbox.poses.c2w_N44)
+        if outbox.tracked is not None:  # before the poses: with tracking, the newer pose wins TF
+            self._publish_tracked(outbox.tracked)
         if outbox.poses is not None:
             self._publish_poses(outbox.poses, now)
         if outbox.cloud is not None:
@@ -363,38 +417,76 @@ class NvsNode(Node):
         self._frusta_pub.publish(frustum_markers(poses.K_N33, poses.c2w_N44, poses.sizes_N2, map_frame, now,
                                                  frustum_depth(poses.c2w_N44, self.config.frustum_size)))
         finite = [i for i in range(len(poses.names)) if np.isfinite(poses.c2w_N44[i]).all()]
-        if finite:
-            newest = max(finite, key=lambda i: poses.stamps_ns[i])
-            self._send_tf(poses.c2w_N44[newest], poses.stamps_ns[newest], poses.scale_source, now)
+        if not finite:
+            return
+        newest = max(finite, key=lambda i: poses.stamps_ns[i])
+        c2w_44, stamp_ns = poses.c2w_N44[newest], poses.stamps_ns[newest]
+        if not self._tracking:
+            # Stamped now: poses of old keyframes keep improving, and tf2 ignores a re-sent stamp.
+            self._send_tf(c2w_44, stamp_ns, poses.scale_source, stamp_to_ns(now))
+        elif self._tf_pose_stamp_ns is None or stamp_ns > self._tf_pose_stamp_ns:
+            self._send_tf(c2w_44, stamp_ns, poses.scale_source, stamp_ns)
 
-    def _send_tf(self, T_map_camera_44: np.ndarray, stamp_ns: int, scale_source: str | None, now: Time) -> None:
-        """map -> camera, or map -> odom when TF links odom to the camera (REP 105: one parent).
+    def _publish_tracked(self, tracked: TrackedFrame) -> None:
+        """An accepted frame's pose on ~/tracked_pose, and on /tf when it is newer than the pose
+        there; a rejected frame changes nothing (the worker counts it)."""
+        if not tracked.accepted:
+            return
+        self._tracked_pub.publish(tracked_pose_msg(tracked.c2w_44, tracked.confidence, self._trajectory_extent,
+                                                   self.config.map_frame, tracked.stamp_ns))
+        if self._tf_pose_stamp_ns is not None and tracked.stamp_ns <= self._tf_pose_stamp_ns:
+            self.stats.tracked_older_than_tf += 1
+            return
+        self._send_tf(tracked.c2w_44, tracked.stamp_ns, tracked.scale_source, tracked.stamp_ns,
+                      tracked.odometry_c2w_44)
+
+    def _send_tf(self, T_map_camera_44: np.ndarray, pose_stamp_ns: int, scale_source: str | None,
+                 tf_stamp_ns: int, T_odom_camera_44: np.ndarray | None = None) -> None:
+        """map -> camera, or map -> odom when TF links odom to the camera (REP 105: one parent),
+        composed with T_odom_camera at the pose's image stamp (looked up when not given).
 
         map -> odom only once the map poses are in odometry's scale (metres): before that it is
-        withheld (a previous one, from metric poses, stays). Stamped `now`: poses of old
-        keyframes keep improving, and tf2 ignores a re-sent stamp.
+        withheld (a previous one, from metric poses, stays). With tracking, a stamp not newer
+        than the last one sent is not sent: /tf never goes backwards.
         """
+        if self._tracking and self._last_tf_stamp_ns is not None and tf_stamp_ns <= self._last_tf_stamp_ns:
+            return
         odom, camera = self.config.odom_frame, self._camera_frame
-        if odom and self.tf_tree.connected(odom, camera):
+        if self._in_odometry_tree():
             if scale_source != PRIOR_SOURCE:
                 self._tf_withheld = f"map -> {odom} withheld: the poses are not in odometry's scale yet"
                 self.get_logger().warning(self._tf_withheld, throttle_duration_sec=SKIP_LOG_PERIOD_S)
                 return
-            T_odom_camera_44 = self.tf_tree.lookup(odom, camera, stamp_ns)
+            if T_odom_camera_44 is None:
+                T_odom_camera_44 = self.tf_tree.lookup(odom, camera, pose_stamp_ns)
             self._last_tf = (map_to_odom(T_map_camera_44, T_odom_camera_44), self.config.map_frame, odom)
         else:
             self._last_tf = (T_map_camera_44, self.config.map_frame, camera)
         self._tf_withheld = ""
-        self._tf.send([matrix_to_transform_stamped(*self._last_tf, now)])
-        self._last_tf_stamp = now
+        self._tf_pose_stamp_ns = pose_stamp_ns
+        self._send_last_tf(tf_stamp_ns)
+
+    def _send_last_tf(self, stamp_ns: int) -> None:
+        self._tf.send([matrix_to_transform_stamped(*self._last_tf, stamp_ns)])
+        self._last_tf_stamp_ns = stamp_ns
+        self._last_tf_sent_ns = self.get_clock().now().nanoseconds
 
     def _resend_tf(self) -> None:
         # /tf is volatile: a listener that starts late still gets the pose within a period. Not
         # while the clock stands (a paused bag): tf2 warns about a re-sent stamp.
-        now = self.get_clock().now().to_msg()
-        if self._last_tf is not None and now != self._last_tf_stamp:
-            self._tf.send([matrix_to_transform_stamped(*self._last_tf, now)])
-            self._last_tf_stamp = now
+        now_ns = self.get_clock().now().nanoseconds
+        if self._last_tf is None or now_ns == self._last_tf_stamp_ns:
+            return
+        if not self._tracking:
+            self._send_last_tf(now_ns)
+            return
+        # With tracking, only while no newer pose comes (none sent for a period, no frame being
+        # posed: a re-sent stamp newer than that frame's would keep its pose off TF), stamped
+        # in the images' time (not the node's clock, which may be another: a bag without
+        # use_sim_time): the pose's stamp advanced by the time since it was sent.
+        since_sent_ns = now_ns - self._last_tf_sent_ns
+        if since_sent_ns >= self.config.tf_period_s * 1e9 and not self.worker.tracking_pending:
+            self._send_last_tf(self._last_tf_stamp_ns + since_sent_ns)
 
     def _publish_view(self, view: RenderedView, topic: str, frame_id: str, depth_topic: str = "") -> None:
         header = Header(frame_id=frame_id, stamp=ns_to_stamp(view.stamp_ns))
@@ -431,6 +523,7 @@ class NvsNode(Node):
     def _scene_status(self) -> DiagnosticStatus:
         stats = self.worker.stats
         status = stats.status
+        served = stats.tracked_frames + stats.tracking_rejected
         ready = bool(status and status.ready)
         if stats.failing:
             level, message = DiagnosticStatus.ERROR, stats.last_error
@@ -448,6 +541,12 @@ class NvsNode(Node):
                   "keyframe_queue": self.worker.queue_length, "dropped_keyframes": stats.dropped_keyframes,
                   "train_s_total": f"{stats.train_s_total:.1f}", "renders": stats.renders,
                   "renders_refused": stats.renders_refused,
+                  "tracked_frames": stats.tracked_frames, "tracking_rejected": stats.tracking_rejected,
+                  "tracked_older_than_tf": self.stats.tracked_older_than_tf,
+                  "tracking_register_ms_mean": _mean_ms(stats.tracking_register_s_total, served),
+                  "tracking_latency_ms_mean": _mean_ms(stats.tracking_latency_s_total, served),
+                  "last_tracking_confidence": "" if stats.last_tracking_confidence is None
+                  else f"{stats.last_tracking_confidence:.3f}",
                   "first_poses_after_s": _seconds(stats.first_poses_after_s),
                   "first_cloud_after_s": _seconds(stats.first_cloud_after_s),
                   "tf": f"{self._last_tf[1]} -> {self._last_tf[2]}" if self._last_tf else "",
@@ -480,6 +579,10 @@ def _status(name: str, level: bytes, message: str, hardware_id: str, values: dic
 
 def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
+
+
+def _mean_ms(total_s: float, count: int) -> str:
+    return "" if count == 0 else f"{1e3 * total_s / count:.1f}"
 
 
 class _RosLogHandler(logging.Handler):

@@ -56,8 +56,11 @@ class NodeConfig:
                                    (100, 10_000_000))
     frustum_size: float = _param(0.1, "Depth of the keyframe frusta as a fraction of the camera "
                                  "trajectory's extent", (0.001, 10.0))
-    tf_period_s: float = _param(1.0, "The latest pose is re-sent on /tf this often (stamped now) [s]",
-                                (0.01, 60.0))
+    tf_period_s: float = _param(1.0, "The latest pose is re-sent on /tf this often (stamped now); with "
+                                "tracking, only while no newer pose comes [s]", (0.01, 60.0))
+    track_rate_hz: float = _param(2.0, "The newest frame is posed in the trained scene (tracking) at most this "
+                                  "often, by image stamps; accepted poses go out on ~/tracked_pose and /tf. "
+                                  "0 disables tracking: /tf carries keyframe poses only [Hz]", (0.0, 100.0))
     output_folder: str = _param("~/.ros/nvs_ros", "Where ~/save writes poses.json, poses_tum.txt, run.json, "
                                 "cloud.ply and the scene checkpoint")
 

@@ -5,14 +5,16 @@ seconds). They hand work over instead:
 - keyframes go into a bounded queue; when the worker falls behind the oldest one is dropped
   and counted (`dropped_keyframes` on /diagnostics),
 - a render request replaces any render request not yet served (only the newest view matters),
+  and so does a tracking request (a frame to pose in the trained scene: only the newest frame
+  matters); both wait for a ready scene (a render before it is refused, a frame is kept),
 - save and reset requests return a Future the service callback waits on.
 Between requests the worker trains `slice_s` at a time, so a request waits at most one slice.
-A due full round (`round_budget_s` long) is one LiveScene call, but render and save requests
-are answered between its steps from the previous round's scene; a reset waits for its end.
-What it produces (keyframe poses after every slice once the scene is ready; point cloud and
+A due full round (`round_budget_s` long) is one LiveScene call, but render, tracking and save
+requests are answered between its steps from the previous round's scene; a reset waits for its
+end. What it produces (keyframe poses after every slice once the scene is ready; point cloud and
 the view from the newest keyframe after every full round and after every `round_budget_s` of
-continued training; rendered views) is left in an outbox, and `on_products` is called so the
-node publishes it from its executor.
+continued training; rendered views; tracked frames) is left in an outbox, and `on_products` is
+called so the node publishes it from its executor.
 """
 
 import logging
@@ -65,6 +67,39 @@ class RenderRequest:
 
 
 @dataclass(frozen=True)
+class TrackRequest:
+    """A frame to pose in the trained scene (registration: it is not added to the scene)."""
+
+    image_HW3: np.ndarray
+    """RGB uint8 at the working resolution."""
+    K_33: np.ndarray
+    stamp_ns: int
+    odometry_c2w_44: np.ndarray | None = None
+    """Camera-to-odom at the frame's stamp when the camera is in an odometry tree and TF had it;
+    given back with the pose, so map -> odom is composed at the frame's stamp."""
+
+
+@dataclass(frozen=True)
+class TrackedFrame:
+    c2w_44: np.ndarray
+    """Camera-to-map (the frame of the keyframe poses), OpenCV optical axes."""
+    confidence: float
+    accepted: bool
+    """False: the frame does not fit the scene (confidence below the registration's minimum)."""
+    stamp_ns: int
+    """The request's (the frame's) stamp."""
+    latency_s: float
+    """From the request (or the first ready scene, when it came before) to its result: the wait
+    for the worker plus the registration."""
+    register_s: float
+    """The registration alone."""
+    scale_source: str | None
+    """What fixes the map's frame and scale when the frame was posed ("odometry"; None: arbitrary)."""
+    odometry_c2w_44: np.ndarray | None = None
+    """The request's camera-to-odom at the frame's stamp."""
+
+
+@dataclass(frozen=True)
 class RenderedView:
     rgb_HW3: np.ndarray
     depth_HW: np.ndarray
@@ -82,6 +117,7 @@ class Outbox:
     cloud: tuple[np.ndarray, np.ndarray] | None = None
     latest_view: RenderedView | None = None
     rendered: RenderedView | None = None
+    tracked: TrackedFrame | None = None
     cleared: bool = False
     """A reset happened: publishers empty their latched topics first."""
 
@@ -92,6 +128,13 @@ class WorkerStats:
     keyframes_added: int = 0
     renders: int = 0
     renders_refused: int = 0
+    tracked_frames: int = 0
+    """Tracking requests served whose frame was accepted."""
+    tracking_rejected: int = 0
+    tracking_register_s_total: float = 0.0
+    """Registration time of every served tracking request (accepted or not)."""
+    tracking_latency_s_total: float = 0.0
+    last_tracking_confidence: float | None = None
     train_s_total: float = 0.0
     first_frame_at: float | None = None
     """time.monotonic() of the first keyframe offered (since start or the last reset)."""
@@ -120,6 +163,13 @@ class SceneWorker:
         self._queue: deque[QueuedKeyframe] = deque()
         self._queue_size = queue_size
         self._render: RenderRequest | None = None
+        self._track: tuple[TrackRequest, float] | None = None
+        """The newest unserved tracking request and time.monotonic() when it came."""
+        self._tracking = False
+        """A tracking request is being served."""
+        self._ready_at: float | None = None
+        """time.monotonic() when the scene first became ready (a request's latency starts there
+        at the earliest: waiting for the first round is not tracking's)."""
         self._requests: deque[tuple[str, Any, Future]] = deque()
         self._outbox = Outbox()
         self._generation = 0
@@ -172,6 +222,19 @@ class SceneWorker:
             self._render = request
             self._wake.notify()
 
+    def request_tracking(self, request: TrackRequest) -> None:
+        """Pose this frame once the scene is ready and the worker is next free (replaces an
+        unserved request); the result comes in the outbox's `tracked`."""
+        with self._wake:
+            self._track = (request, time.monotonic())
+            self._wake.notify()
+
+    @property
+    def tracking_pending(self) -> bool:
+        """A tracking request waits or is being served: a pose for a newer frame is on its way."""
+        with self._wake:
+            return self._track is not None or self._tracking
+
     def request_save(self, folder: Path) -> "Future[str]":
         """Write the products to `folder`; the Future gives a summary or raises why not."""
         return self._request("save", Path(folder))
@@ -217,7 +280,7 @@ class SceneWorker:
         status = self._scene.status()
         if status.keyframes < self.config.min_keyframes:
             self.stats.status = status
-            with self._wake:
+            with self._wake:  # a tracking request waits for the scene: it wakes nothing
                 if not (self._queue or self._requests or self._render or self._stop.is_set()):
                     self._wake.wait(IDLE_WAIT_S)
             return
@@ -226,27 +289,41 @@ class SceneWorker:
         self.stats.train_s_total += time.perf_counter() - started
         self.stats.status = status
         if status.ready:
+            if self._ready_at is None:
+                self._ready_at = time.monotonic()
             self._produce(status)
 
     def _serve_requests(self) -> None:
         with self._wake:
             requests, self._requests = list(self._requests), deque()
             render, self._render = self._render, None
-        self._answer(requests, render)
+            track = self._take_track()
+        self._answer(requests, render, track)
 
     def _serve_during_round(self) -> None:
-        """Between the steps of a full round: renders and saves are answered at once from the
-        previous round's scene (intact until the round ends) instead of a round later; resets
-        wait for the round's end (they would take the keyframes from under it)."""
+        """Between the steps of a full round: renders, tracking and saves are answered at once
+        from the previous round's scene (intact until the round ends) instead of a round later;
+        resets wait for the round's end (they would take the keyframes from under it)."""
         with self._wake:
-            if self._render is None and not any(kind == "save" for kind, _, _ in self._requests):
+            track = self._take_track()
+            if self._render is None and track is None and not any(kind == "save" for kind, _, _ in self._requests):
                 return
             saves = [request for request in self._requests if request[0] == "save"]
             self._requests = deque(request for request in self._requests if request[0] != "save")
             render, self._render = self._render, None
-        self._answer(saves, render)
+        self._answer(saves, render, track)
 
-    def _answer(self, requests: list[tuple[str, Any, Future]], render: RenderRequest | None) -> None:
+    def _take_track(self) -> tuple[TrackRequest, float] | None:
+        """The tracking request to serve now (call holding _wake): none before the scene is
+        ready, where it stays for the first pose."""
+        if self._track is None or not self._scene.ready:
+            return None
+        track, self._track = self._track, None
+        self._tracking = True
+        return track
+
+    def _answer(self, requests: list[tuple[str, Any, Future]], render: RenderRequest | None,
+                track: tuple[TrackRequest, float] | None = None) -> None:
         for kind, argument, future in requests:
             try:
                 future.set_result(self._save(argument) if kind == "save" else self._reset())
@@ -254,6 +331,11 @@ class SceneWorker:
                 future.set_exception(err)
         if render is not None:
             self._serve_render(render)
+        if track is not None:
+            try:
+                self._serve_track(*track)
+            finally:
+                self._tracking = False
 
     def _add_queued(self) -> None:
         with self._wake:
@@ -299,6 +381,23 @@ class SceneWorker:
         self._deliver(Outbox(rendered=RenderedView(rgb_HW3, depth_HW, request.K_33, request.c2w_44,
                                                    request.stamp_ns)))
 
+    def _serve_track(self, request: TrackRequest, requested_at: float) -> None:
+        started = time.perf_counter()
+        pose = self._scene.register(request.image_HW3, request.K_33)
+        register_s = time.perf_counter() - started
+        latency_s = time.monotonic() - max(requested_at, self._ready_at or requested_at)
+        tracked = TrackedFrame(pose.c2w_44, pose.confidence, pose.accepted, request.stamp_ns, latency_s, register_s,
+                               self._scene.status().scale_source, request.odometry_c2w_44)
+        stats = self.stats
+        if tracked.accepted:
+            stats.tracked_frames += 1
+        else:
+            stats.tracking_rejected += 1
+        stats.tracking_register_s_total += tracked.register_s
+        stats.tracking_latency_s_total += tracked.latency_s
+        stats.last_tracking_confidence = tracked.confidence
+        self._deliver(Outbox(tracked=tracked))
+
     def _save(self, folder: Path) -> str:
         if not self._scene.ready:
             status = self._scene.status()
@@ -312,11 +411,11 @@ class SceneWorker:
         with self._wake:
             dropped = len(self._queue)
             self._queue.clear()
-            self._render = None
+            self._render, self._track = None, None
             self._generation += 1
             self._outbox = Outbox(cleared=True)
         self._scene.reset()
-        self._rounds_published, self._cloud_train_s = -1, 0.0
+        self._rounds_published, self._cloud_train_s, self._ready_at = -1, 0.0, None
         self.stats = WorkerStats(dropped_keyframes=self.stats.dropped_keyframes)
         self._on_products()
         return f"scene reset ({dropped} queued keyframe(s) dropped)"
@@ -324,7 +423,7 @@ class SceneWorker:
     def _deliver(self, outbox: Outbox) -> None:
         with self._wake:
             current = self._outbox
-            for name in ("poses", "cloud", "latest_view", "rendered"):
+            for name in ("poses", "cloud", "latest_view", "rendered", "tracked"):
                 if getattr(outbox, name) is not None:
                     setattr(current, name, getattr(outbox, name))
         self._on_products()

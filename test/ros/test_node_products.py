@@ -16,10 +16,11 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from geometry_msgs.msg import PoseStamped  # noqa: E402
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped  # noqa: E402
 from nav_msgs.msg import Path as PathMsg  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
@@ -32,10 +33,11 @@ from nvs_ros.io.bundled_scene import render_bundled_scene  # noqa: E402
 from nvs_ros.io.point_cloud_ply import read_point_cloud_ply  # noqa: E402
 from nvs_ros.io.scene_checkpoint import is_scene_dir, load_scene  # noqa: E402
 from nvs_ros.ros.bag_player import play_bag  # noqa: E402
-from nvs_ros.ros.image_conversion import image_msg_to_numpy  # noqa: E402
+from nvs_ros.ros.image_conversion import image_msg_to_numpy, numpy_to_image_msg  # noqa: E402
 from nvs_ros.ros.point_cloud_msg import point_cloud_from_msg  # noqa: E402
 from nvs_ros.ros.qos import LATCHED_QOS, RELIABLE_IMAGE_QOS, TF_QOS, TF_STATIC_QOS  # noqa: E402
-from nvs_ros.ros.transforms import matrix_to_transform_stamped, pose_to_matrix, transform_to_matrix  # noqa: E402
+from nvs_ros.ros.transforms import (matrix_to_transform_stamped, ns_to_stamp, pose_to_matrix,  # noqa: E402
+                                    stamp_to_ns, transform_to_matrix)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -101,6 +103,8 @@ class Listener:
         self.node.create_subscription(PathMsg, "/nvs_node/keyframe_path", lambda msg: self.paths.__setitem__(
             (msg.header.stamp.sec, msg.header.stamp.nanosec), msg), LATCHED_QOS)
         self.node.create_subscription(TFMessage, "/tf", lambda msg: self.tf.extend(msg.transforms), 100)
+        self.tracked: list[PoseWithCovarianceStamped] = []
+        self.node.create_subscription(PoseWithCovarianceStamped, "/nvs_node/tracked_pose", self.tracked.append, 10)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.render_pose = self.node.create_publisher(PoseStamped, "/nvs_node/render_pose", 10)
 
@@ -137,8 +141,9 @@ def play_in_background(bag_path: Path, context) -> threading.Thread:
 
 
 def test_bag_in_poses_cloud_frusta_views_save_and_reset_out(bag, tmp_path, rclpy_context, spin_until):
+    """With tracking off, the products of the keyframes alone (nothing tracked)."""
     out = tmp_path / "products"
-    proc = start_node(*TINY, "-p", f"output_folder:={out}")
+    proc = start_node(*TINY, "-p", f"output_folder:={out}", "-p", "track_rate_hz:=0.0")
     try:
         listener = Listener(rclpy_context, spin_until)
         player = play_in_background(bag, rclpy_context)
@@ -170,6 +175,7 @@ def test_bag_in_poses_cloud_frusta_views_save_and_reset_out(bag, tmp_path, rclpy
         assert int(status["training_step"]) > 0 and status["dropped_keyframes"] == "0"
         assert float(status["first_poses_after_s"]) > 0 and status["tf"] == f"map -> {CAMERA_FRAME}"
         assert status["scale_source"] == "none (monocular, arbitrary)" and status["keyframes_with_odometry"] == "0"
+        assert status["tracked_frames"] == status["tracking_rejected"] == "0" and not listener.tracked
 
         # A synthesized view from a pose nobody photographed: halfway between two keyframes' centres.
         request = PoseStamped(pose=path.poses[0].pose)
@@ -223,7 +229,7 @@ def test_odometry_fixes_the_map_in_metres_and_map_to_odom(room, bag, tmp_path, r
     centres_N3 = T_odom_camera_N44[:, :3, 3]
     radius = np.linalg.norm(centres_N3 - centres_N3.mean(axis=0), axis=1).mean()  # metres
     out = tmp_path / "products"
-    proc = start_node(*TINY, "-p", "round_budget_s:=2.0", "-p", f"output_folder:={out}")
+    proc = start_node(*TINY, "-p", "round_budget_s:=2.0", "-p", f"output_folder:={out}", "-p", "track_rate_hz:=0.0")
     try:
         listener = Listener(rclpy_context, spin_until)
         static = listener.node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
@@ -294,6 +300,96 @@ def test_map_to_odom_is_withheld_while_odometry_fixes_no_scale(bag, rclpy_contex
         assert status["scale_source"] == "none (monocular, arbitrary)" and status["tf"] == ""
         assert int(status["keyframes_with_odometry"]) >= 4 and "odometry's scale" in status["tf_withheld"]
         assert listener.paths and not listener.transforms("odom") and not listener.transforms(CAMERA_FRAME)
+    finally:
+        log = stop_node(proc)
+    assert "Traceback" not in log, log
+
+
+def test_tracking_poses_frames_between_keyframes_on_tf_and_tracked_pose(rclpy_context, spin_until):
+    """A robot as above (odometry at every image stamp), with a live camera: ten views 36
+    degrees apart become the keyframes; once the scene is trained, frames 9 degrees from one
+    of them (too alike to be keyframes) are tracked: each accepted one goes out on ~/tracked_pose
+    and as map -> odom at its own stamp, which puts the camera near its true pose in metres."""
+    ring = render_bundled_scene("room", "ring", num_views=40, size=SIZE)
+    odometry = Sim3(2.5, Rotation.from_euler("z", 30, degrees=True).as_matrix(), np.array([2.0, -1.0, 0.0]))
+    T_odom_camera_N44 = odometry.apply_c2w(ring.c2w_N44)
+    T_base_camera = np.array([[0, 0, 1, 0.1], [-1, 0, 0, 0], [0, -1, 0, 0.5], [0, 0, 0, 1]], float)
+    centres_N3 = T_odom_camera_N44[:, :3, 3]
+    radius = np.linalg.norm(centres_N3 - centres_N3.mean(axis=0), axis=1).mean()  # metres
+    (fx, _, cx), (_, fy, cy) = ring.K_N33[0, :2]
+    proc = start_node(*TINY, "-p", "min_keyframes:=10", "-p", "round_budget_s:=6.0", "-p", "keyframe_min_novelty:=0.55",
+                      "-p", f"fallback_fx:={fx}", "-p", f"fallback_fy:={fy}", "-p", f"fallback_cx:={cx}",
+                      "-p", f"fallback_cy:={cy}")
+    try:
+        listener = Listener(rclpy_context, spin_until)
+        static = listener.node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+        odom_tf = listener.node.create_publisher(TFMessage, "/tf", TF_QOS)
+        images = listener.node.create_publisher(Image, "/camera/image_raw", RELIABLE_IMAGE_QOS)
+        listener.wait(lambda: static.get_subscription_count() > 0 and odom_tf.get_subscription_count() >= 2
+                      and images.get_subscription_count() > 0, "the node's subscriptions")
+        static.publish(TFMessage(transforms=[matrix_to_transform_stamped(T_base_camera, "base_link", CAMERA_FRAME, 0)]))
+        view_at: dict[int, int] = {}
+
+        def capture(view: int, wait_s: float) -> None:
+            """Odometry and the image of one view, stamped now (a live camera)."""
+            stamp_ns = time.time_ns()
+            view_at[stamp_ns] = view
+            T_odom_base = T_odom_camera_N44[view] @ np.linalg.inv(T_base_camera)
+            odom_tf.publish(TFMessage(transforms=[matrix_to_transform_stamped(T_odom_base, "odom", "base_link",
+                                                                              stamp_ns)]))
+            spin_until(listener.node, lambda: False, 0.02)  # odometry first, as a robot's arrives
+            header = Header(frame_id=CAMERA_FRAME, stamp=ns_to_stamp(stamp_ns))
+            images.publish(numpy_to_image_msg(ring.images_NHW3[view], "rgb8", header))
+            spin_until(listener.node, lambda: False, wait_s)
+
+        for view in range(0, 40, 4):
+            capture(view, 0.1)
+        listener.wait(lambda: "keyframe_path" in listener.latest and len(listener.latest["keyframe_path"].poses) >= 10,
+                      "the trained scene's keyframes")
+        def keyframe_stamps() -> set[int]:
+            return {stamp_to_ns(pose.header.stamp) for pose in listener.latest["keyframe_path"].poses}
+
+        assert keyframe_stamps() == set(view_at)
+
+        def tracked_on_tf() -> dict[int, np.ndarray]:
+            """T_map_camera from map -> odom at the stamps of frames that are not keyframes (now: over
+            two laps, one of the frames between may become a keyframe after all)."""
+            keyframes = keyframe_stamps()
+            return {stamp: transform_to_matrix(tf) @ T_odom_camera_N44[view_at[stamp]]
+                    for tf in listener.transforms("odom")
+                    if (stamp := stamp_to_ns(tf.header.stamp)) in view_at and stamp not in keyframes}
+
+        # 9 degrees from a keyframe, up to twice round the room: the scene of a 6 s round (about
+        # 200 steps) rejects most of them (10 of 13 in one run of five), and its continued
+        # training lets more in as time goes on
+        for view in [*range(1, 40, 2)] * 2:
+            capture(view, 0.5)  # 0.5 s apart: each is handed over at the default track_rate_hz (2)
+            if len(tracked_on_tf()) >= 3:
+                break
+        listener.wait(lambda: len(tracked_on_tf()) >= 3 and listener.tracked, "tracked poses on TF")
+
+        def tracked_stamps() -> set[int]:
+            return {stamp_to_ns(msg.header.stamp) for msg in listener.tracked}
+
+        # TF and ~/tracked_pose are two topics: one may be spun before the other
+        listener.wait(lambda: set(tracked_on_tf()) <= tracked_stamps(), "the tracked poses of those on TF")
+
+        stamps = [stamp_to_ns(tf.header.stamp) for tf in listener.transforms("odom")]
+        assert stamps == sorted(stamps), "TF went back in time"
+        assert not listener.transforms(CAMERA_FRAME), "the camera frame got a second parent"
+        errors = [np.linalg.norm(T_map_camera[:3, 3] - centres_N3[view_at[stamp]])
+                  for stamp, T_map_camera in tracked_on_tf().items()]
+        assert np.median(errors) < 0.3 * radius, (errors, radius)
+        assert tracked_stamps() <= set(view_at)
+        for msg in listener.tracked:
+            covariance = np.array(msg.pose.covariance).reshape(6, 6)
+            assert msg.header.frame_id == "map"
+            assert (np.diag(covariance) > 0).all() and np.count_nonzero(covariance) == 6  # diagonal
+        listener.wait(lambda: int(listener.scene_status.get("tracked_frames", 0)) >= 3, "tracking diagnostics")
+        status = listener.scene_status
+        # the last frame served may have been rejected, at confidence 0
+        assert float(status["tracking_register_ms_mean"]) > 0 and 0 <= float(status["last_tracking_confidence"]) <= 1
+        assert float(status["tracking_latency_ms_mean"]) >= float(status["tracking_register_ms_mean"])
     finally:
         log = stop_node(proc)
     assert "Traceback" not in log, log

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from tiny_engine import TINY
+
 from nvs_ros.core.live_scene import LiveSceneConfig
 from nvs_ros.io.bundled_scene import render_bundled_scene
-from nvs_ros.ros.scene_worker import QueuedKeyframe, RenderRequest, SceneWorker
+from nvs_ros.ros.scene_worker import QueuedKeyframe, RenderRequest, SceneWorker, TrackRequest
 
 TIMEOUT_S = 30.0
 
@@ -106,8 +108,8 @@ def test_trained_scene_hands_over_poses_cloud_latest_view_and_renders(scene, tmp
         worker.stop()
 
 
-def test_renders_and_saves_are_answered_during_a_full_round(scene, tmp_path):
-    """A full round is one long call; render and save requests are answered between its steps
+def test_renders_tracking_and_saves_are_answered_during_a_full_round(scene, tmp_path):
+    """A full round is one long call; render, tracking and save requests are answered between its steps
     from the previous round's scene, not a round later (stats.status changes only when the
     round is over, so it still shows round 1 when they are answered)."""
     worker = SceneWorker(LiveSceneConfig(min_keyframes=4, round_budget_s=4.0, regrow_factor=1.5), slice_s=0.2,
@@ -123,11 +125,48 @@ def test_renders_and_saves_are_answered_during_a_full_round(scene, tmp_path):
         time.sleep(0.5)
         asked = time.monotonic()
         worker.request_render(RenderRequest(scene.K_N33[0], scene.c2w_N44[0], 32, 32, 7))
+        worker.request_tracking(TrackRequest(scene.images_NHW3[5], scene.K_N33[5], 8))
         summary = worker.request_save(tmp_path / "saved").result(TIMEOUT_S)
-        assert wait_until(lambda: worker.stats.renders == 1)
+        assert wait_until(lambda: worker.stats.renders == 1 and not worker.tracking_pending)
         assert time.monotonic() - asked < 2.5 and worker.stats.status.rounds == 1
         assert "poses.json" in summary and (tmp_path / "saved" / "scene.pt").is_file()
-        assert worker.take_products().rendered.stamp_ns == 7
+        products = worker.take_products()
+        assert products.rendered.stamp_ns == 7 and products.tracked.stamp_ns == 8
         assert wait_until(lambda: worker.stats.status.rounds == 2)
+    finally:
+        worker.stop()
+
+
+def test_tracking_poses_the_newest_frame_once_the_scene_is_ready_and_rejects_a_foreign_one(scene):
+    """Tracking requests wait for the first round (kept, not refused), a newer one replaces one
+    not yet served, and the result carries the request's stamp; a frame of no scene is rejected.
+    The round is the tests' tiny engine, counted in steps: a scene trained for a few steps (what
+    a time budget on a busy machine may give) still renders a blur that lets noise pass as a fit."""
+    config = LiveSceneConfig(min_keyframes=4, round_iterations=300, trainer=TINY)
+    worker = SceneWorker(config, slice_s=0.3, cloud_points=200)
+    for i in range(6):
+        worker.offer_keyframe(keyframe(scene, i))
+    worker.request_tracking(TrackRequest(scene.images_NHW3[1], scene.K_N33[1], 2001))
+    worker.request_tracking(TrackRequest(scene.images_NHW3[2], scene.K_N33[2], 2002))
+    assert worker.tracking_pending
+    worker.start()
+    try:
+        outboxes = []
+        assert wait_until(lambda: outboxes.append(worker.take_products()) or any(o.tracked for o in outboxes),
+                          2 * TIMEOUT_S)
+        (tracked,) = [o.tracked for o in outboxes if o.tracked is not None]
+        assert tracked.stamp_ns == 2002 and worker.stats.status.ready  # the replaced request was never served
+        assert worker.stats.tracked_frames + worker.stats.tracking_rejected == 1
+        assert tracked.accepted and tracked.c2w_44.shape == (4, 4) and np.isfinite(tracked.c2w_44).all()
+        assert 0 < tracked.register_s <= tracked.latency_s and tracked.scale_source is None
+        assert wait_until(lambda: not worker.tracking_pending)
+
+        noise_HW3 = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        worker.request_tracking(TrackRequest(noise_HW3, scene.K_N33[0], 2003))
+        outboxes = []
+        assert wait_until(lambda: outboxes.append(worker.take_products()) or any(o.tracked for o in outboxes))
+        foreign = next(o.tracked for o in outboxes if o.tracked is not None)
+        assert foreign.stamp_ns == 2003 and not foreign.accepted and foreign.confidence < 0.5
+        assert worker.stats.tracking_rejected >= 1 and worker.stats.last_tracking_confidence == foreign.confidence
     finally:
         worker.stop()
