@@ -70,7 +70,7 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     estimator_input = train_set if config.poses == "gt" else train_set.without_ground_truth()
     initial = None if initial_c2w_N44 is None else initial_c2w_N44[~registered_later_N]
     result = reconstruct(estimator_input, config, progress, initial_c2w_N44=initial)
-    scene = Scene.from_training(result.engine, config, train_set.names, train_set.images_NHW3, train_set.K_N33,
+    scene = Scene.from_training(result.engine, result.config, train_set.names, train_set.images_NHW3, train_set.K_N33,
                                 result.c2w_N44)
     if prior_source is not None and initial is not None:
         use_frame_of(scene, initial, prior_source)
@@ -79,7 +79,7 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     register_s = time.perf_counter() - started - train_s
     metrics = score_estimates(estimates, image_set) if image_set.has_ground_truth else None
     info = {"estimator": "nvs_ros generative lifting" + (" (oracle: ground-truth poses)" if config.poses == "gt" else ""),
-            "config": dataclasses.asdict(config), "seed": config.seed, "kept_seed": result.seed,
+            "config": dataclasses.asdict(result.config), "seed": config.seed, "kept_seed": result.seed,
             "mode": config.mode, "restart_losses": result.restart_losses, "rollbacks": result.rollbacks,
             "dataset": image_set.source, "num_views": len(image_set),
             "held_out": [image_set.names[i] for i in np.flatnonzero(held_out_N)],

@@ -29,6 +29,19 @@ def resize_images(images_NHW3: np.ndarray, height: int, width: int) -> np.ndarra
     return np.ascontiguousarray(resized_N3HW.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy())
 
 
+def plain_border_level(images_NHW3: np.ndarray, tolerance: float = 0.1, share: float = 0.8) -> float | None:
+    """Grey level in [0, 1] of a plain background around the images (an object on black or
+    white cloth), read off their outermost pixels: their median, when at least `share` of them
+    lie within `tolerance` of it in every channel; None for textured borders (a room). Measured
+    at 64 px: temple 93% of the border within 0.1 of black, chair and the bundled object 100%
+    of white; fern, DTU and the bundled room 20-32%."""
+    images = images_NHW3.astype(np.float32) / 255.0
+    border_M3 = np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1).reshape(-1, 3)
+    median_3 = np.median(border_M3, axis=0)
+    plain = (np.abs(border_M3 - median_3) <= tolerance).all(axis=1).mean() >= share
+    return float(median_3.mean()) if plain else None
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """A set of views of one scene, all the same size.

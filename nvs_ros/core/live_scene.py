@@ -226,7 +226,7 @@ class LiveScene:
                          device=self.config.device, seed=self.config.seed + self._rounds)
         result = reconstruct(image_set, config, None if between_steps is None else lambda _: between_steps(),
                              initial_c2w_N44=self._initial_poses())
-        self._scene = Scene.from_training(result.engine, config, image_set.names, image_set.images_NHW3,
+        self._scene = Scene.from_training(result.engine, result.config, image_set.names, image_set.images_NHW3,
                                           image_set.K_N33, result.c2w_N44)
         self._posed = list(range(len(self._keyframes)))
         self._confidence = [float(c) for c in result.confidence_N]
@@ -286,8 +286,11 @@ class LiveScene:
         if not waiting:
             return
         frames = [self._keyframes[i] for i in waiting]
+        # priors are in the scene's output frame once they fix it; before that they are not comparable
+        priors = self._priors(waiting) if self._alignment is not None else None
         registration = self._scene.register(np.stack([k.image_HW3 for k in frames]),
-                                            np.stack([k.K_33 for k in frames]), seed=self.config.seed + self._step)
+                                            np.stack([k.K_33 for k in frames]), seed=self.config.seed + self._step,
+                                            prior_c2w_N44=priors)
         accepted = [j for j in range(len(frames)) if bool(registration.accepted_B[j])]
         if not accepted:
             return

@@ -63,13 +63,18 @@ class Scene:
                    K_N33=np.asarray(K_N33, dtype=np.float64), image_size=(w, h), reference_psnr=reference,
                    refine=refine)
 
-    def register(self, images_NHW3: np.ndarray, K_N33: np.ndarray, seed: int = 0) -> Registration:
-        """Poses of new frames (uint8 RGB, one size; intrinsics at that size) with confidences."""
+    def register(self, images_NHW3: np.ndarray, K_N33: np.ndarray, seed: int = 0,
+                 prior_c2w_N44: np.ndarray | None = None) -> Registration:
+        """Poses of new frames (uint8 RGB, one size; intrinsics at that size) with confidences;
+        `prior_c2w_N44`: a prior pose per frame in the output frame (NaN rows: none), tried
+        next to the encoder's candidates."""
         device = self.engine.field.grid.device
         images = torch.from_numpy(np.ascontiguousarray(images_NHW3)).float().div(255.0).to(device)
         K = torch.as_tensor(K_N33, dtype=torch.float32, device=device)
         generator = torch.Generator().manual_seed(seed)
-        return register_frames(self.engine, images, K, self.reference_psnr, self.refine, generator)
+        prior = None if prior_c2w_N44 is None else torch.as_tensor(self.from_output(prior_c2w_N44),
+                                                                    dtype=torch.float32, device=device)
+        return register_frames(self.engine, images, K, self.reference_psnr, self.refine, generator, prior)
 
     def render(self, K_33: np.ndarray, c2w_44: np.ndarray, width: int, height: int) -> RenderOutput:
         """Colour, depth and opacity seen from any pose (intrinsics at width x height)."""

@@ -87,6 +87,23 @@ def test_a_training_view_registers_where_the_scene_put_it(scene: Scene, views) -
     assert registration.accepted_B.all() and (registration.confidence_B > 0.9).all()
 
 
+def test_a_prior_pose_races_with_the_candidates_and_wins_only_where_it_fits(scene: Scene) -> None:
+    """Priors (odometry) join the refined candidates: the right one is kept (it is no encoder
+    hypothesis: probability 0), one turned 90 degrees along the ring loses to the images, and
+    a NaN row means no prior."""
+    index = [2, 9, 5]
+    truth = torch.from_numpy(scene.c2w_N44[index]).float()
+    priors = truth.clone().double().numpy()
+    priors[1] = _turned_about_the_centre(truth[1:2], 90.0, (0.0, 0.0, 1.0))[0].double().numpy()
+    priors[2] = np.nan
+    registration = scene.register(np.stack([_image(scene, i) for i in index]), scene.K_N33[index],
+                                  prior_c2w_N44=priors)
+    errors = _angle_between(registration.c2w_B44, truth)
+    assert (errors < 5.0).all() and registration.accepted_B.all(), errors
+    assert float(registration.probability_B[0]) == 0.0  # the prior won
+    assert _angle_between(registration.c2w_B44[1:2], torch.from_numpy(priors[1:2]).float())[0] > 45.0
+
+
 def test_new_frames_are_registered_and_a_foreign_one_rejected(scene: Scene, views) -> None:
     """Measured: held-out view 4 registers at ~26 dB (training views 30 dB), contrast 0.84-0.85,
     ~5 degrees from the ground truth after aligning the scene's cameras to it (the tiny scene's
