@@ -35,8 +35,8 @@ def plain_border_level(images_NHW3: np.ndarray, tolerance: float = 0.1, share: f
     lie within `tolerance` of it in every channel; None for textured borders (a room). Measured
     at 64 px: temple 93% of the border within 0.1 of black, chair and the bundled object 100%
     of white; fern, DTU and the bundled room 20-32%."""
-    images = images_NHW3.astype(np.float32) / 255.0
-    border_M3 = np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1).reshape(-1, 3)
+    border_M3 = np.concatenate([images_NHW3[:, 0], images_NHW3[:, -1], images_NHW3[:, :, 0], images_NHW3[:, :, -1]],
+                               axis=1).reshape(-1, 3).astype(np.float32) / 255.0  # the border only: sets are large
     median_3 = np.median(border_M3, axis=0)
     plain = (np.abs(border_M3 - median_3) <= tolerance).all(axis=1).mean() >= share
     return float(median_3.mean()) if plain else None

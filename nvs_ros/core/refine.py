@@ -238,7 +238,7 @@ def _encoder_probability(probability_BC: Tensor, best_BJ: Tensor, winner_B: Tens
     rows_B = torch.arange(len(winner_B), device=winner_B.device)
     from_encoder_B = winner_B < best_BJ.shape[1]
     chosen_B = best_BJ[rows_B, winner_B.clamp(max=best_BJ.shape[1] - 1)]
-    return torch.where(from_encoder_B, probability_BC[rows_B, chosen_B], torch.zeros_like(winner_B, dtype=probability_BC.dtype))
+    return torch.where(from_encoder_B, probability_BC[rows_B, chosen_B], probability_BC.new_zeros(len(winner_B)))
 
 
 def _refine_the_best(engine: GenerativeLifting, small_BHW3: Tensor, small_K_B33: Tensor, tiny_BHW3: Tensor,
@@ -363,7 +363,11 @@ def suspect_views(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tensor,
     `suspect_mads`, at least `suspect_min_ratio` x the median, the highest
     `max_suspect_fraction` of the views at most)."""
     small_NHW3, small_K_N33 = resize_views(images_NHW3, K_N33, config.size)
-    residual_N = view_residuals(engine, small_NHW3, small_K_N33, c2w_N44.detach().float())
+    return suspects_among(view_residuals(engine, small_NHW3, small_K_N33, c2w_N44.detach().float()), config)
+
+
+def suspects_among(residual_N: Tensor, config: RefineConfig = RefineConfig()) -> Tensor:
+    """(N,) bool: the views `suspect_views` sets aside, given their residuals."""
     suspects_N = find_outliers(residual_N, config, mads=config.suspect_mads)
     suspects_N &= residual_N >= config.suspect_min_ratio * residual_N.median()
     limit = int(config.max_suspect_fraction * len(residual_N))

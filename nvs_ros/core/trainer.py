@@ -434,6 +434,11 @@ class _Run:
         active = torch.nonzero(self.active_N)[:, 0]
         return active[torch.randperm(len(active), generator=generator)[: self.config.batch_images]].to(self.device)
 
+    @torch.no_grad()
+    def _poses(self, engine: GenerativeLifting) -> Tensor:
+        """(N, 4, 4) every view's current refined pose."""
+        return engine.refinement.base_c2w(torch.arange(self.n, device=self.device))
+
     # ---- pose estimation
 
     def estimate(self) -> ReconstructionResult:
@@ -460,8 +465,7 @@ class _Run:
         probability_N = self._reassign(engine) if reassign else self._top_as_base(engine)
         if config.refine_fraction > 0:
             self._refine(engine, learn_share, config.refine_fraction, fine_at=None)
-        with torch.no_grad():
-            c2w_N44 = engine.refinement.base_c2w(torch.arange(self.n, device=self.device))
+        c2w_N44 = self._poses(engine)
         return self._result(engine, c2w_N44, probability_N, seed, restart_losses)
 
     def _refine(self, engine: GenerativeLifting, start: float, share: float, fine_at: float | None) -> None:
@@ -473,8 +477,7 @@ class _Run:
         correcting = config.outlier_correction and config.mode == "360"
         later = (1.0 - SUSPECTS_AT) / (1 + CORRECTION_ROUNDS)
         shares = [SUSPECTS_AT] + [later] * (1 + CORRECTION_ROUNDS) if correcting else [1.0]
-        with torch.no_grad():
-            self.start_c2w_N44 = engine.refinement.base_c2w(torch.arange(self.n, device=self.device))
+        self.start_c2w_N44 = self._poses(engine)
         for i, part in enumerate(shares):
             if i == 1:
                 self._set_suspects_aside(engine)
@@ -488,8 +491,7 @@ class _Run:
 
     def _set_suspects_aside(self, engine: GenerativeLifting) -> None:
         images, K = self._level(self.config.fine_size)
-        with torch.no_grad():
-            c2w_N44 = engine.refinement.base_c2w(torch.arange(self.n, device=self.device))
+        c2w_N44 = self._poses(engine)
         self.suspects_N = suspect_views(engine, images, K, c2w_N44)
         self.active_N = ~self.suspects_N.cpu()
         _log.info("outlier correction: %d suspect views set aside", int(self.suspects_N.sum()))
@@ -498,8 +500,7 @@ class _Run:
         """Suspects of a later round: the views still taken out, and those whose residual stands
         out now that the field has trained with the re-posed ones."""
         images, K = self._level(self.config.fine_size)
-        with torch.no_grad():
-            c2w_N44 = engine.refinement.base_c2w(torch.arange(self.n, device=self.device))
+        c2w_N44 = self._poses(engine)
         out_N = torch.from_numpy(self.outlier_N).to(self.device)
         self.suspects_N = out_N | suspect_views(engine, images, K, c2w_N44, LATER_LOOK)
         _log.info("outlier correction: %d suspects in the next round, %d of them not out",
@@ -513,8 +514,7 @@ class _Run:
         after a third of the budget; a turn of its current pose came within 15 degrees for 3 of
         them, of its start pose for all 17; on that field the retry kept 1 more of 17 re-posed)."""
         images, K = self._level(self.config.fine_size)
-        with torch.no_grad():
-            c2w_N44 = engine.refinement.base_c2w(torch.arange(self.n, device=self.device))
+        c2w_N44 = self._poses(engine)
         correction = correct_outliers(engine, images, K, c2w_N44, self.suspects_N, generator=self.generator)
         retry_N = correction.outlier_N
         if retry_N.any():
@@ -542,8 +542,7 @@ class _Run:
                    else _into_gauge(_upright(known_N44), self.radius))
         engine.refinement.start_at(torch.from_numpy(c2w_N44).float().to(self.device))
         self._refine(engine, 0.0, 1.0, fine_at=self.config.fine_at)
-        with torch.no_grad():
-            c2w = engine.refinement.base_c2w(torch.arange(self.n, device=self.device))
+        c2w = self._poses(engine)
         return self._result(engine, c2w, np.full(self.n, np.nan), self.config.seed, [])
 
     @torch.no_grad()

@@ -12,7 +12,7 @@ from tiny_engine import TINY
 from nvs_ros.core.cameras import so3_exp
 from nvs_ros.core.metrics import rotation_angle_deg, umeyama_sim3
 from nvs_ros.core.refine import (RefineConfig, correct_outliers, find_outliers, refine_poses,
-                                  suspect_views, view_residuals)
+                                  suspect_views, suspects_among, view_residuals)
 from nvs_ros.core.scene import Scene
 from nvs_ros.core.trainer import reconstruct
 from nvs_ros.io.datasets import load_image_set
@@ -129,6 +129,18 @@ def test_outliers_are_the_views_whose_residual_stands_out() -> None:
     residual = torch.tensor([1e-3, 1.2e-3, 0.9e-3, 1.1e-3, 1.0e-3, 2e-2, 1.05e-3])
     assert find_outliers(residual).tolist() == [False] * 5 + [True, False]
     assert not find_outliers(torch.full((6,), 1e-3)).any()
+
+
+def test_suspects_stand_out_by_a_factor_and_are_a_third_of_the_views_at_most() -> None:
+    """The residuals (over the median) of the tiny ring where the MADs alone set aside 4 right
+    views: only the one at 1.66 is a suspect, none from 2x; of 4 views far out among 9, the 3
+    highest."""
+    ring = torch.tensor([1.0, 0.99, 1.0, 1.2, 1.28, 1.66, 1.37, 0.99])
+    assert find_outliers(ring, mads=2.0).sum() == 4
+    assert suspects_among(ring).tolist() == [False] * 5 + [True, False, False]
+    assert not suspects_among(ring, RefineConfig(suspect_min_ratio=2.0)).any()
+    spread = torch.tensor([1.0, 1.1, 0.9, 1.0, 1.05, 6.0, 9.0, 4.0, 7.0])
+    assert suspects_among(spread).tolist() == [False] * 5 + [True, True, False, True]
 
 
 def test_outlier_correction_reposes_a_flipped_view_and_flags_a_foreign_one(scene: Scene) -> None:
