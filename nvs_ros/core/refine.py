@@ -60,8 +60,11 @@ class RefineConfig:
     out, a field cell is ~0.05 wide: the nudge stays inside one trilinear cell)."""
     rays_per_view: int = 256
     """Random pixels (fixed for the refinement) compared per view."""
-    size: int = 32
-    """Longer image side at which views are refined and scored."""
+    size: int = 64
+    """Longer image side at which views are refined and scored (capped at the images' own). The
+    refinement's pixels are drawn at random, so a larger size costs only the final scoring:
+    chair's 13 held-out views in a 30-minute scene, 5 steps: 32 px 38% within 5 degrees, median
+    6.3, 130 ms of CPU; 64 px 54%, 4.4, 132 ms (10 steps on 512 pixels: 77%, 2.4, 274 ms)."""
     search_size: int = 16
     """Longer image side at which a new frame's candidate poses are ranked."""
     candidates: int = 3

@@ -3,6 +3,7 @@ turned camera is found by the sphere search, new frames of the scene are registe
 foreign one is rejected, outlier residuals are flagged."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,13 +26,20 @@ def views():
     return load_image_set("bundled:object", max_side=32, views=18)
 
 
+WITHOUT_POLISH = replace(TINY, polish_fraction=0.0)
+"""These tests judge registration on the scene, not the trainer: at this size the polish's fresh
+field gets 300 steps, too few to fit 32 px views as finely (training views registered 5.3-5.9
+degrees from their poses, against under 5 without it; test_trainer tests the polish)."""
+
+
 @pytest.fixture(scope="module")
 def scene(views) -> Scene:
     """Trained (estimated poses, ~30 s) on 16 of 18 views on a ring; views 4 and 13 held out."""
     torch.set_num_threads(1)
     train = views.subset([i for i in range(len(views)) if i not in HELD_OUT])
-    result = reconstruct(train.without_ground_truth(), TINY)
-    return Scene.from_training(result.engine, TINY, train.names, train.images_NHW3, train.K_N33, result.c2w_N44)
+    result = reconstruct(train.without_ground_truth(), WITHOUT_POLISH)
+    return Scene.from_training(result.engine, WITHOUT_POLISH, train.names, train.images_NHW3, train.K_N33,
+                               result.c2w_N44)
 
 
 def _tensors(scene: Scene, views, index: list[int]):
