@@ -44,7 +44,7 @@ from nvs_ros.core.image_set import ImageSet, plain_border_level
 from nvs_ros.core.orbit_poses import PoseRefinement, orbit_radius_for_fov
 from nvs_ros.core.pose_encoder import PoseEncoder, PoseEncoderConfig
 from nvs_ros.core.refine import (OutlierCorrection, RefineConfig, candidate_errors, correct_outliers,
-                                suspect_views, view_residuals)
+                                suspect_views)
 
 _log = logging.getLogger(__name__)
 
@@ -509,9 +509,8 @@ class _Run:
 
     def _mean_fit_error(self, engine: GenerativeLifting, views_N: Tensor) -> float:
         """Mean full-image MSE (fine size) of these views from their current poses."""
-        images, K = self._level(self.config.fine_size)
-        index = torch.nonzero(views_N)[:, 0].to(self.device)
-        return float(view_residuals(engine, images[index], K[index], self._poses(engine)[index]).mean())
+        errors_N = self._full_image_errors(engine, self._poses(engine)[:, None], self.config.fine_size)[:, 0]
+        return float(errors_N[views_N.to(self.device)].mean())
 
     def _refine(self, engine: GenerativeLifting, start: float, share: float, fine_at: float | None,
                 phase: str = "refine") -> None:
