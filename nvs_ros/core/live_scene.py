@@ -31,6 +31,7 @@ import torch
 
 from nvs_ros.core.cameras import scale_intrinsics
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices, resize_images
+from nvs_ros.core.metrics import rotation_angle_deg
 from nvs_ros.core.pose_prior import PriorAlignment, align_to_prior
 from nvs_ros.core.products import point_cloud
 from nvs_ros.core.refine import JointRefinement
@@ -41,6 +42,9 @@ PRIOR_SOURCE = "odometry"
 """What the keyframes' prior poses are (the scale source the products report)."""
 MIN_PRIOR_BASELINE = 1e-3
 """Prior camera centres closer together than this (the source's units) fix no scale."""
+PRIOR_GATE_RESIDUALS = 3.0
+"""A registered frame may also lie this many times the keyframes' median prior residual from
+its prior (odometry that drifts widens the gate as much as it has drifted)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,13 @@ class LiveSceneConfig:
     """A full round starts from the keyframes' prior poses (refined with the field, missing ones
     filled from the nearest in time) instead of learning the poses from the images, when at
     least half of the keyframes have one."""
+    max_prior_offset: float = 0.25
+    """A registered frame whose centre lies farther than this share of the keyframes' ring
+    radius (mean distance of their centres from their centroid) from its prior, or whose
+    rotation is `max_prior_turn_deg` from the prior's, is rejected whatever its confidence:
+    odometry is locally right, and a registration that contradicts it found a wrong look-alike
+    (the room's walls: a CI run on a loaded CPU put one 1.8 radii off at confidence >= 0.5)."""
+    max_prior_turn_deg: float = 20.0
 
 
 @dataclass
@@ -104,6 +115,8 @@ class FramePose:
     c2w_44: np.ndarray
     confidence: float
     accepted: bool
+    contradicts_prior: bool = False
+    """Rejected because it lies outside the gate around its prior pose (`max_prior_offset`)."""
 
 
 @dataclass
@@ -373,14 +386,29 @@ class LiveScene:
         scale = 1.0 if self._scene.output_frame is None else self._scene.output_frame.scale
         return rgb, depth.float().cpu().numpy() * np.float32(scale)
 
-    def register(self, image_HW3: np.ndarray, K_33: np.ndarray) -> FramePose:
+    def register(self, image_HW3: np.ndarray, K_33: np.ndarray, prior_c2w_44: np.ndarray | None = None) -> FramePose:
         """Pose of one frame (in the products' frame) with its confidence; it is not added to
-        the scene."""
+        the scene. `prior_c2w_44`: its pose from the keyframes' prior source (camera-to-odom at
+        its stamp), used once the priors fix the products' frame: it races with the encoder's
+        candidates, and a pose outside the gate around it is rejected (`max_prior_offset`)."""
         if self._scene is None:
             raise RuntimeError("the scene is not trained yet")
-        registration = self._scene.register(image_HW3[None], np.asarray(K_33)[None])
-        return FramePose(c2w_44=self._scene.to_output(registration.c2w_B44[0].double().cpu().numpy()),
-                         confidence=float(registration.confidence_B[0]), accepted=bool(registration.accepted_B[0]))
+        prior = None if prior_c2w_44 is None or self._alignment is None else np.asarray(prior_c2w_44, np.float64)
+        registration = self._scene.register(image_HW3[None], np.asarray(K_33)[None],
+                                            prior_c2w_N44=None if prior is None else prior[None])
+        c2w_44 = self._scene.to_output(registration.c2w_B44[0].double().cpu().numpy())
+        contradicts = prior is not None and not self._within_prior_gate(c2w_44, prior)
+        return FramePose(c2w_44=c2w_44, confidence=float(registration.confidence_B[0]),
+                         accepted=bool(registration.accepted_B[0]) and not contradicts, contradicts_prior=contradicts)
+
+    def _within_prior_gate(self, c2w_44: np.ndarray, prior_c2w_44: np.ndarray) -> bool:
+        centres_N3 = self.keyframe_poses().c2w_N44[:, :3, 3]
+        radius = float(np.linalg.norm(centres_N3 - centres_N3.mean(axis=0), axis=1).mean())
+        residual = float(np.nanmedian(self._alignment.centre_residual_N))
+        gate = max(self.config.max_prior_offset * radius, PRIOR_GATE_RESIDUALS * residual)
+        offset = float(np.linalg.norm(c2w_44[:3, 3] - prior_c2w_44[:3, 3]))
+        turn_deg = float(rotation_angle_deg((c2w_44[:3, :3].T @ prior_c2w_44[:3, :3])[None])[0])
+        return offset <= gate and turn_deg <= self.config.max_prior_turn_deg
 
     @property
     def scene(self) -> Scene | None:

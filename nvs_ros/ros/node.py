@@ -542,6 +542,7 @@ class NvsNode(Node):
                   "train_s_total": f"{stats.train_s_total:.1f}", "renders": stats.renders,
                   "renders_refused": stats.renders_refused,
                   "tracked_frames": stats.tracked_frames, "tracking_rejected": stats.tracking_rejected,
+                  "tracking_against_odometry": stats.tracking_against_odometry,
                   "tracked_older_than_tf": self.stats.tracked_older_than_tf,
                   "tracking_register_ms_mean": _mean_ms(stats.tracking_register_s_total, served),
                   "tracking_latency_ms_mean": _mean_ms(stats.tracking_latency_s_total, served),

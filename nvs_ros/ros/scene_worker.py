@@ -75,8 +75,9 @@ class TrackRequest:
     K_33: np.ndarray
     stamp_ns: int
     odometry_c2w_44: np.ndarray | None = None
-    """Camera-to-odom at the frame's stamp when the camera is in an odometry tree and TF had it;
-    given back with the pose, so map -> odom is composed at the frame's stamp."""
+    """Camera-to-odom at the frame's stamp when the camera is in an odometry tree and TF had it:
+    the registration's prior (once odometry fixes the map), and given back with the pose, so
+    map -> odom is composed at the frame's stamp."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,8 @@ class WorkerStats:
     tracked_frames: int = 0
     """Tracking requests served whose frame was accepted."""
     tracking_rejected: int = 0
+    tracking_against_odometry: int = 0
+    """Of the rejected: a pose that contradicted the frame's odometry (core.live_scene's gate)."""
     tracking_register_s_total: float = 0.0
     """Registration time of every served tracking request (accepted or not)."""
     tracking_latency_s_total: float = 0.0
@@ -383,7 +386,7 @@ class SceneWorker:
 
     def _serve_track(self, request: TrackRequest, requested_at: float) -> None:
         started = time.perf_counter()
-        pose = self._scene.register(request.image_HW3, request.K_33)
+        pose = self._scene.register(request.image_HW3, request.K_33, request.odometry_c2w_44)
         register_s = time.perf_counter() - started
         latency_s = time.monotonic() - max(requested_at, self._ready_at or requested_at)
         tracked = TrackedFrame(pose.c2w_44, pose.confidence, pose.accepted, request.stamp_ns, latency_s, register_s,
@@ -393,6 +396,7 @@ class SceneWorker:
             stats.tracked_frames += 1
         else:
             stats.tracking_rejected += 1
+            stats.tracking_against_odometry += pose.contradicts_prior
         stats.tracking_register_s_total += tracked.register_s
         stats.tracking_latency_s_total += tracked.latency_s
         stats.last_tracking_confidence = tracked.confidence

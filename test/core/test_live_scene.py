@@ -161,6 +161,24 @@ def test_odometry_priors_put_the_poses_in_the_odometry_frame_and_metres(with_odo
     assert rotation_angle_deg((frame.c2w_44[:3, :3].T @ priors[1, :3, :3])[None])[0] < 5.0
 
 
+def test_a_registration_that_contradicts_its_odometry_is_rejected(with_odometry: LiveScene, views) -> None:
+    """A frame's odometry pose races with the scene's candidates; where odometry says the camera
+    is elsewhere (half a ring on, or turned about its optical axis), the pose found is rejected
+    whatever its confidence, and the prior does not drag a right registration with it."""
+    priors = ODOMETRY.apply_c2w(views.c2w_N44)
+    radius = ring_radius(priors)
+    guided = with_odometry.register(views.images_NHW3[1], views.K_N33[1], prior_c2w_44=priors[1])
+    assert guided.accepted and not guided.contradicts_prior
+    assert np.linalg.norm(guided.c2w_44[:3, 3] - priors[1, :3, 3]) < 0.2 * radius
+    elsewhere = priors[5]  # the far side of the ring
+    rolled = priors[1].copy()
+    rolled[:3, :3] = priors[1, :3, :3] @ Rotation.from_euler("z", 90, degrees=True).as_matrix()
+    for wrong in (elsewhere, rolled):
+        frame = with_odometry.register(views.images_NHW3[1], views.K_N33[1], prior_c2w_44=wrong)
+        assert frame.contradicts_prior and not frame.accepted
+        assert np.linalg.norm(frame.c2w_44[:3, 3] - priors[1, :3, 3]) < 0.2 * radius  # the image still won
+
+
 def test_odometry_priors_put_cloud_and_renders_in_the_odometry_frame_and_metres(with_odometry: LiveScene,
                                                                                views) -> None:
     priors = ODOMETRY.apply_c2w(views.c2w_N44)
