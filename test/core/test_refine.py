@@ -12,7 +12,7 @@ from tiny_engine import TINY
 
 from nvs_ros.core.cameras import so3_exp
 from nvs_ros.core.metrics import rotation_angle_deg, umeyama_sim3
-from nvs_ros.core.refine import (RefineConfig, correct_outliers, find_outliers, refine_poses,
+from nvs_ros.core.refine import (RefineConfig, correct_outliers, difference_steps, find_outliers, refine_poses,
                                   suspect_views, suspects_among, view_residuals)
 from nvs_ros.core.scene import Scene
 from nvs_ros.core.trainer import reconstruct
@@ -71,6 +71,25 @@ def test_refinement_recovers_a_known_perturbation(scene: Scene) -> None:
     before, after = _angle_between(start, truth), _angle_between(refined, truth)
     assert np.median(after) < 0.4 * np.median(before), (before, after)
     assert view_residuals(scene.engine, images, K, refined).mean() < view_residuals(scene.engine, images, K, start).mean()
+
+
+def test_nudges_go_coarse_to_fine_and_a_resumed_refinement_continues_them(scene: Scene) -> None:
+    """The forward differences' twist step shrinks from `first_difference_step` to
+    `difference_step`; registration's race runs the first steps on every candidate and the rest
+    on the winner, which must be the same refinement as one run through (not a restart)."""
+    config = RefineConfig(steps=5)
+    nudges = difference_steps(config)
+    assert nudges[0] == pytest.approx(config.first_difference_step)
+    assert nudges[-1] == pytest.approx(config.difference_step)
+    assert all(wide > narrow for wide, narrow in zip(nudges, nudges[1:]))
+    images = torch.from_numpy(np.stack([_image(scene, i) for i in (0, 5)])).float() / 255.0
+    K = torch.from_numpy(scene.K_N33[[0, 5]]).float()
+    start = _turned_about_the_centre(torch.from_numpy(scene.c2w_N44[[0, 5]]).float(), 6.0, (0.0, 0.6, 0.8))
+    whole = refine_poses(scene.engine, images, K, start, config, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    first = refine_poses(scene.engine, images, K, start, config, generator, slice(0, 2))
+    resumed = refine_poses(scene.engine, images, K, first, config, generator, slice(2, None))
+    torch.testing.assert_close(resumed, whole)
 
 
 def _image(scene: Scene, i: int) -> np.ndarray:
