@@ -88,11 +88,10 @@ class RefineConfig:
     """Best-ranked candidates refined per new frame (they race: see `race_steps`)."""
     race_steps: int = 1
     """Iterations every refined candidate gets; then only the best of them goes on."""
-    race_size: int = 32
-    """Longer image side at which the race's candidates are compared. At `search_size` (16 px)
-    the wrong one of two close candidates won often enough to cost 7 points within 5 degrees
-    in one chair scene (114 registrations: 53% -> 60% at 32 px, same time); in a second, 61%
-    either way, 90% -> 91% within 15 degrees."""
+    race_size: int = 16
+    """Longer image side at which the race's candidates are compared. At 32 px the right one of
+    two close candidates won more often in one chair scene (114 registrations: 53% -> 60% within
+    5 degrees) and not in a second (61% -> 60%; within 15 degrees 90% -> 91%), for 6-13 ms more."""
     psnr_tolerance: float = 24.0
     """dB below the training views' PSNR at which the fit confidence reaches 0."""
     contrast_range: tuple[float, float] = (0.25, 0.75)
