@@ -253,7 +253,8 @@ def register_frames(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tenso
                                 racing_BJ44[:, 0])  # no prior: the best candidate twice (harmless)
         racing_BJ44 = torch.cat([racing_BJ44, prior_B44[:, None]], dim=1)
     sharp_BHW3, sharp_K_B33 = resize_views(images_BHW3, K_B33, config.refine_size)
-    judged_BHW3, judged_K_B33 = resize_views(images_BHW3, K_B33, config.race_size)
+    judged_BHW3, judged_K_B33 = ((tiny_BHW3, tiny_K_B33) if config.race_size == config.search_size
+                                 else resize_views(images_BHW3, K_B33, config.race_size))
     c2w_B44, winner_B = _refine_the_best(engine, sharp_BHW3, sharp_K_B33, judged_BHW3, judged_K_B33,
                                          racing_BJ44, config, generator)
     small_BHW3, small_K_B33 = resize_views(images_BHW3, K_B33, config.size)
