@@ -30,6 +30,7 @@ under bench/results/robust/<scenario>/. Times are wall-clock on this machine.
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -156,14 +157,18 @@ def _unit(v_3: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- scenarios
 
-def run_outliers(budget_s: float, seed: int) -> list[dict]:
+OUTLIER_RUNS = ("mixed", "clean")
+
+
+def run_outliers(budget_s: float, seed: int, runs: tuple[str, ...] = OUTLIER_RUNS) -> list[dict]:
     chair = load_image_set(CHAIR, max_side=SIZE, views=OUTLIER_CHAIR_VIEWS)
     temple = fit_to_size(load_image_set(TEMPLE, views=FOREIGN_VIEWS), chair.width, chair.height)
     mixed, foreign_N = mix_in(chair.without_ground_truth(), temple, "foreign_temple")
     config = config_for_mode("360", time_budget_s=budget_s, seed=seed)
     rows = []
-    for run, image_set, is_foreign_N in (("mixed", mixed, foreign_N),
-                                         ("clean", chair.without_ground_truth(), np.zeros(len(chair), bool))):
+    sets = {"mixed": (mixed, foreign_N), "clean": (chair.without_ground_truth(), np.zeros(len(chair), bool))}
+    for run in runs:
+        image_set, is_foreign_N = sets[run]
         started = time.perf_counter()
         result = reconstruct(image_set, config)
         seconds = time.perf_counter() - started
@@ -275,8 +280,15 @@ def _finish(name: str, rows: list[dict], budget_s: float, size: str) -> list[dic
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     for row in rows:
         row.update({"size": size, "budget_s": budget_s, "date": date.today().isoformat(), "machine": machine})
-    write_json(RESULTS / f"{name}.json", rows)
-    return rows
+    rerun = {row["run"] for row in rows}
+    kept = [row for row in _read_rows(RESULTS / f"{name}.json") if row["run"] not in rerun]
+    write_json(RESULTS / f"{name}.json", kept + rows)
+    return kept + rows
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """The rows of an earlier run of the scenario (a run given alone replaces only its own)."""
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 # ----------------------------------------------------------------------------- tables
@@ -324,6 +336,8 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=300.0, help="engine training budget per run, s")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--runs", default=",".join(OUTLIER_RUNS),
+                        help="outliers: which runs (comma-separated; the others' rows are kept)")
     parser.add_argument("--verbose", action="store_true", help="log the trainer's phases (suspects, re-posed views)")
     args = parser.parse_args()
     if args.verbose:
@@ -333,7 +347,11 @@ def main() -> int:
         parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = {name: SCENARIOS[name](args.budget, args.seed) for name in args.scenarios}
+    runs = tuple(run for run in args.runs.split(",") if run)
+    if not set(runs) <= set(OUTLIER_RUNS):
+        parser.error(f"--runs: choose from {list(OUTLIER_RUNS)}")
+    results = {name: SCENARIOS[name](args.budget, args.seed, runs) if name == "outliers"
+               else SCENARIOS[name](args.budget, args.seed) for name in args.scenarios}
     for name, rows in results.items():
         print_table(name, rows)
     return 0

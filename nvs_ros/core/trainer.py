@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nvs_ros.core.belonging import views_set_apart
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.cameras import so3_exp
 from nvs_ros.core.diffusion import DiffusionConfig, GenerativeLifting, t_max_at
@@ -118,7 +119,8 @@ class TrainerConfig:
     """During refinement (360 captures), views whose photometric residual stands out are set
     aside, then re-posed by a search over the viewing sphere; those that still do not fit are
     taken out of the field's training and reported unregistered (core.refine.correct_outliers;
-    `SUSPECTS_AT`, `CORRECTION_ROUNDS`)."""
+    `SUSPECTS_AT`, `CORRECTION_ROUNDS`). Views that look like none of the others
+    (core.belonging) are kept out of training from the start and are suspects at the first look."""
     background_from_images: bool = True
     """The field's constant background is the grey level of the images' plain border when they
     have one (`core.image_set.plain_border_level`: an object on black cloth), instead of
@@ -242,8 +244,9 @@ def reconstruct(image_set: ImageSet, config: TrainerConfig = TrainerConfig(),
         raise ValueError("poses='gt' needs an image set with ground-truth poses")
     if config.time_budget_s is None and config.iterations is None:
         raise ValueError("give a time budget, an iteration count or both")
-    config = _with_background(config, image_set)
-    run = _Run(image_set, config, progress_callback)
+    apart_N = _views_set_apart(image_set, config)
+    config = _with_background(config, image_set, ~apart_N)
+    run = _Run(image_set, config, progress_callback, apart_N)
     if config.poses == "gt":
         result = run.oracle()
     else:
@@ -318,7 +321,7 @@ class _DivergenceGuard:
 
 class _Run:
     def __init__(self, image_set: ImageSet, config: TrainerConfig,
-                 progress_callback: Callable[[TrainingProgress], None] | None) -> None:
+                 progress_callback: Callable[[TrainingProgress], None] | None, apart_N: np.ndarray) -> None:
         self.config = config
         self.device = torch.device(config.device)
         self.callback = progress_callback
@@ -328,7 +331,10 @@ class _Run:
         self.rollbacks = 0
         self.n = len(image_set)
         self.gt_c2w_N44 = image_set.c2w_N44 if config.poses == "gt" else None
-        self.active_N = torch.ones(self.n, dtype=torch.bool)
+        self.apart_N = apart_N
+        """Views that look like none of the others (core.belonging): out of training until the
+        outlier correction finds they fit."""
+        self.active_N = torch.from_numpy(~apart_N)
         self.outlier_N = np.zeros(self.n, dtype=bool)
         self.reposed_N = np.zeros(self.n, dtype=bool)
         self.gt_c2w: Tensor | None = None
@@ -537,7 +543,7 @@ class _Run:
     def _set_suspects_aside(self, engine: GenerativeLifting) -> None:
         images, K = self._level(self.config.fine_size)
         c2w_N44 = self._poses(engine)
-        self.suspects_N = suspect_views(engine, images, K, c2w_N44)
+        self.suspects_N = suspect_views(engine, images, K, c2w_N44) | torch.from_numpy(self.apart_N).to(self.device)
         self.active_N = ~self.suspects_N.cpu()
         _log.info("outlier correction: %d suspect views set aside", int(self.suspects_N.sum()))
 
@@ -597,7 +603,8 @@ class _Run:
         hyp = engine.predict(self.x0_N3SS)
         index_N = torch.arange(self.n, device=self.device)
         c2w_N144 = engine.refinement.hypotheses_c2w(hyp, index_N)[index_N, hyp.probs_BK.argmax(dim=-1)][:, None]
-        return float(self._full_image_errors(engine, c2w_N144, self.config.reassign_size).mean())
+        errors_N = self._full_image_errors(engine, c2w_N144, self.config.reassign_size)[:, 0]
+        return float(errors_N[self.active_N.to(self.device)].mean())
 
     def _diffusion_loss(self, engine: GenerativeLifting, progress: float, generator: torch.Generator,
                         fine: bool) -> Tensor:
@@ -693,8 +700,20 @@ def _lower_residual(current: OutlierCorrection, restarted: OutlierCorrection) ->
                              residual_N=pick(current.residual_N, restarted.residual_N))
 
 
-def _with_background(config: TrainerConfig, image_set: ImageSet) -> TrainerConfig:
-    level = plain_border_level(image_set.images_NHW3) if config.background_from_images else None
+def _views_set_apart(image_set: ImageSet, config: TrainerConfig) -> np.ndarray:
+    """The views kept out of pose learning for their looks (core.belonging): only where the
+    outlier correction will judge them later (360 captures, poses estimated)."""
+    judged = config.outlier_correction and config.mode == "360" and config.poses == "estimate"
+    apart_N = views_set_apart(image_set.images_NHW3) if judged else np.zeros(len(image_set), dtype=bool)
+    if apart_N.any():
+        _log.info("belonging: %d of %d views look like none of the others, out of training until they fit: %s",
+                  int(apart_N.sum()), len(apart_N), ", ".join(np.asarray(image_set.names)[apart_N]))
+    return apart_N
+
+
+def _with_background(config: TrainerConfig, image_set: ImageSet, belonging_N: np.ndarray) -> TrainerConfig:
+    images_NHW3 = image_set.images_NHW3[belonging_N]
+    level = plain_border_level(images_NHW3) if config.background_from_images else None
     if level is None or config.diffusion.background_model != "constant":
         return config
     _log.info("background: the images' plain border, grey level %.2f", level)

@@ -1,6 +1,7 @@
 """The per-scene trainer: a short run on a tiny bundled scene must improve the poses, the oracle
 must fit the images, and a diverged step must be rolled back."""
 
+import logging
 import math
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ import torch
 from scipy.spatial.transform import Rotation
 from tiny_engine import TINY
 
+from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.metrics import evaluate_poses
 from nvs_ros.core.trainer import TrainerConfig, TrainingProgress, reconstruct
 from nvs_ros.io.datasets import load_image_set
@@ -230,3 +232,21 @@ def test_a_polish_too_short_to_grow_a_field_is_undone(scene) -> None:
     last_refined = seen[phases.index("polish") - 1][1]
     np.testing.assert_allclose(result.c2w_N44, last_refined, atol=1e-6)
     assert result.engine.field.resolution == TINY.fine_grid
+
+
+def test_views_of_another_scene_stay_out_of_pose_learning_and_are_flagged(scene, caplog) -> None:
+    """Two views of the textured room among the object's eight: set apart for their looks before
+    pose learning, judged at the outlier correction and flagged; the object's own poses come out
+    as in a clean run."""
+    room = load_image_set("bundled", max_side=32, views=8)
+    order = [0, 1, 2, 3, 8, 4, 5, 6, 7, 9]
+    images = np.concatenate([scene.images_NHW3, room.images_NHW3[[0, 4]]])[order]
+    K = np.concatenate([scene.K_N33, room.K_N33[[0, 4]]])[order]
+    names = [*scene.names, "room_0", "room_4"]
+    mixed = ImageSet(names=[names[i] for i in order], images_NHW3=images, K_N33=K, capture=scene.capture)
+    foreign_N = np.isin(np.arange(10), [4, 9])
+    with caplog.at_level(logging.INFO, logger="nvs_ros.core.trainer"):
+        result = reconstruct(mixed, TINY)
+    assert "2 of 10 views look like none of the others" in caplog.text and "room_0, room_4" in caplog.text
+    np.testing.assert_array_equal(result.outlier_N, foreign_N)
+    assert _metrics(result.c2w_N44[~foreign_N], scene)["RRA@15"] >= 0.9
