@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import asdict, replace
 from datetime import date
 from pathlib import Path
 
@@ -27,7 +28,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from nvs_ros.core.appearance import thumbnails
 from nvs_ros.core.metrics import ransac_sim3, rotation_angle_deg
+from nvs_ros.core.refine import RefineConfig
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.output_folder import read_poses, write_json
 from nvs_ros.io.scene_checkpoint import load_scene
@@ -37,7 +40,7 @@ RESULTS = ROOT / "bench" / "results" / "registration"
 
 
 def measure(scene_dir: Path, gt: str, size: int | None, views: int | None, device: str,
-            split: str | None = None) -> dict:
+            split: str | None = None, settings: dict | None = None, seed: int = 0) -> dict:
     image_set = load_image_set(gt, max_side=size, views=views)
     held_out = json.loads((scene_dir / "run.json").read_text())["held_out"]
     estimates = read_poses(scene_dir)
@@ -52,11 +55,14 @@ def measure(scene_dir: Path, gt: str, size: int | None, views: int | None, devic
     images_NHW3, K_N33, truth_N44 = (np.concatenate([getattr(f, name) for f in frames])
                                      for name in ("images_NHW3", "K_N33", "c2w_N44"))
     scene = load_scene(scene_dir, device=device)
+    scene.refine = replace(scene.refine, **(settings or {}))
+    if scene.thumbnails_ND is None:  # a scene saved before they were kept: its training views' own
+        scene.thumbnails_ND = thumbnails(image_set.images_NHW3[[index[name] for name in scene.names]])
     scene.register(images_NHW3[:1], K_N33[:1])  # warm-up
     latencies, cpu_times, errors, accepted = [], [], [], []
     for i in range(len(images_NHW3)):
         started, started_cpu = time.perf_counter(), time.thread_time()
-        registration = scene.register(images_NHW3[i:i + 1], K_N33[i:i + 1])
+        registration = scene.register(images_NHW3[i:i + 1], K_N33[i:i + 1], seed=seed)
         latencies.append(time.perf_counter() - started)
         cpu_times.append(time.thread_time() - started_cpu)
         aligned = alignment.apply_c2w(scene.to_output(registration.c2w_B44.double().cpu().numpy()))
@@ -69,9 +75,20 @@ def measure(scene_dir: Path, gt: str, size: int | None, views: int | None, devic
             "median_rotation_error_deg": float(np.median(errors_N)),
             "median_latency_ms": float(np.median(latency_ms)), "p95_latency_ms": float(np.percentile(latency_ms, 95)),
             "median_cpu_ms": 1000 * float(np.median(cpu_times)),
-            "errors_deg": errors, "latencies_ms": latency_ms.tolist(), "device": device,
+            "settings": settings or {}, "refine": asdict(scene.refine), "seed": seed, "errors_deg": errors, "latencies_ms": latency_ms.tolist(), "device": device,
             "date": date.today().isoformat(),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"}
+
+
+def _settings(pairs: list[str]) -> dict:
+    settings = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in RefineConfig.__dataclass_fields__:
+            raise SystemExit(f"--set: RefineConfig has no setting {name!r}")
+        numbers = tuple(float(v) if "." in v else int(v) for v in value.split(",") if v)
+        settings[name] = numbers if "," in value else numbers[0]
+    return settings
 
 
 def main() -> int:
@@ -81,13 +98,17 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=None, help="max image side it was loaded at")
     parser.add_argument("--views", type=int, default=None, help="views it was loaded with")
     parser.add_argument("--split", default=None, help="also register this split's frames (NeRF synthetic: test)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a core.refine.RefineConfig setting for this run (numbers; a comma makes a tuple), repeatable")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the pixels each refinement step draws")
+    parser.add_argument("--out", default=None, help="result name under bench/results/registration (default: the scene's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    row = measure(args.scene_dir, args.gt, args.size, args.views, args.device, args.split)
-    write_json(RESULTS / f"{args.scene_dir.parent.name or args.scene_dir.name}.json", row)
+    row = measure(args.scene_dir, args.gt, args.size, args.views, args.device, args.split, _settings(args.set), args.seed)
+    write_json(RESULTS / f"{args.out or args.scene_dir.parent.name or args.scene_dir.name}.json", row)
     table = Table(title=f"New-frame registration into {args.scene_dir}")
     columns = ["frames", "accepted", "within_5deg", "within_15deg", "median_rotation_error_deg",
                "median_latency_ms", "p95_latency_ms", "median_cpu_ms"]

@@ -178,7 +178,7 @@ def run_outliers(budget_s: float, seed: int, runs: tuple[str, ...] = OUTLIER_RUN
                              "foreign": [n for n, f in zip(image_set.names, is_foreign_N) if f]})
         chair_i = np.flatnonzero(~is_foreign_N)
         metrics = evaluate_poses(estimates.c2w_N44[chair_i], estimates.registered_N[chair_i], chair.c2w_N44)
-        rows.append({"scenario": "outliers", "run": run, "views": len(image_set),
+        rows.append({"scenario": "outliers", "run": run, "seed": seed, "views": len(image_set),
                      "foreign_flagged": int(result.outlier_N[is_foreign_N].sum()) if is_foreign_N.any() else None,
                      "foreign": int(is_foreign_N.sum()),
                      "chair_flagged": int(result.outlier_N[chair_i].sum()),
@@ -280,14 +280,14 @@ def _finish(name: str, rows: list[dict], budget_s: float, size: str) -> list[dic
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     for row in rows:
         row.update({"size": size, "budget_s": budget_s, "date": date.today().isoformat(), "machine": machine})
-    rerun = {row["run"] for row in rows}
-    kept = [row for row in _read_rows(RESULTS / f"{name}.json") if row["run"] not in rerun]
+    rerun = {(row["run"], row.get("seed", 0)) for row in rows}
+    kept = [row for row in _read_rows(RESULTS / f"{name}.json") if (row["run"], row.get("seed", 0)) not in rerun]
     write_json(RESULTS / f"{name}.json", kept + rows)
     return kept + rows
 
 
 def _read_rows(path: Path) -> list[dict]:
-    """The rows of an earlier run of the scenario (a run given alone replaces only its own)."""
+    """The rows of earlier runs of the scenario (a run and seed replace only their own row)."""
     return json.loads(path.read_text()) if path.exists() else []
 
 
@@ -337,7 +337,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--runs", default=",".join(OUTLIER_RUNS),
-                        help="outliers: which runs (comma-separated; the others' rows are kept)")
+                        help="outliers: which runs (comma-separated; other runs' and seeds' rows are kept)")
     parser.add_argument("--verbose", action="store_true", help="log the trainer's phases (suspects, re-posed views)")
     args = parser.parse_args()
     if args.verbose:

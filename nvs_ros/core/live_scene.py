@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from nvs_ros.core.appearance import thumbnails
 from nvs_ros.core.cameras import scale_intrinsics
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices, resize_images
 from nvs_ros.core.metrics import rotation_angle_deg
@@ -335,6 +336,7 @@ class LiveScene:
         self._scene.names = [k.name for k in posed]
         self._scene.K_N33 = np.stack([k.K_33 for k in posed])
         self._scene.c2w_N44 = self._joint.c2w().detach().double().cpu().numpy()
+        self._scene.thumbnails_ND = thumbnails(np.stack([k.image_HW3 for k in posed]))
         self._align_to_priors()
 
     # ------------------------------------------------------------------ products

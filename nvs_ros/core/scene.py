@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nvs_ros.core.appearance import most_alike, thumbnails
 from nvs_ros.core.diffusion import GenerativeLifting
 from nvs_ros.core.metrics import Sim3
 from nvs_ros.core.pose_prior import PriorAlignment
@@ -49,6 +50,10 @@ class Scene:
     gauge itself (monocular, arbitrary scale). `c2w_N44`, `register` and `render` stay in the gauge."""
     scale_source: str | None = None
     """What fixes the output frame's scale ("odometry", "poses file"); None: arbitrary."""
+    thumbnails_ND: np.ndarray | None = None
+    """The training views as tiny images (core.appearance.thumbnails), rows as `names`: a new
+    frame's registration also starts from the poses of those it looks most like (None: scenes
+    saved before they were kept)."""
 
     @classmethod
     def from_training(cls, engine: GenerativeLifting, config: TrainerConfig, names: list[str], images_NHW3: np.ndarray,
@@ -61,7 +66,7 @@ class Scene:
         reference = float(torch.median(-10.0 * torch.log10(residual_N.clamp_min(1e-10))))
         return cls(engine=engine, config=config, names=list(names), c2w_N44=np.asarray(c2w_N44, dtype=np.float64),
                    K_N33=np.asarray(K_N33, dtype=np.float64), image_size=(w, h), reference_psnr=reference,
-                   refine=refine)
+                   refine=refine, thumbnails_ND=thumbnails(images_NHW3))
 
     def register(self, images_NHW3: np.ndarray, K_N33: np.ndarray, seed: int = 0,
                  prior_c2w_N44: np.ndarray | None = None) -> Registration:
@@ -74,7 +79,15 @@ class Scene:
         generator = torch.Generator().manual_seed(seed)
         prior = None if prior_c2w_N44 is None else torch.as_tensor(self.from_output(prior_c2w_N44),
                                                                     dtype=torch.float32, device=device)
-        return register_frames(self.engine, images, K, self.reference_psnr, self.refine, generator, prior)
+        return register_frames(self.engine, images, K, self.reference_psnr, self.refine, generator, prior,
+                               self._retrieved(images_NHW3))
+
+    def _retrieved(self, images_NHW3: np.ndarray) -> torch.Tensor | None:
+        """(B, R, 4, 4) gauge poses of the training views each frame looks most like."""
+        if self.thumbnails_ND is None or self.refine.retrieved_candidates == 0:
+            return None
+        nearest_BR = most_alike(self.thumbnails_ND, thumbnails(images_NHW3), self.refine.retrieved_candidates)
+        return torch.as_tensor(self.c2w_N44[nearest_BR], dtype=torch.float32, device=self.engine.field.grid.device)
 
     def render(self, K_33: np.ndarray, c2w_44: np.ndarray, width: int, height: int) -> RenderOutput:
         """Colour, depth and opacity seen from any pose (intrinsics at width x height)."""
@@ -110,7 +123,8 @@ class Scene:
                 "output_frame": None if self.output_frame is None else {
                     "scale": self.output_frame.scale, "R_33": torch.from_numpy(self.output_frame.R_33),
                     "t_3": torch.from_numpy(self.output_frame.t_3)},
-                "scale_source": self.scale_source}
+                "scale_source": self.scale_source,
+                "thumbnails_ND": None if self.thumbnails_ND is None else torch.from_numpy(self.thumbnails_ND)}
 
     @classmethod
     def from_state_dict(cls, state: dict, device: str = "cpu") -> "Scene":
@@ -125,7 +139,12 @@ class Scene:
                    c2w_N44=state["c2w_N44"].double().numpy(), K_N33=state["K_N33"].double().numpy(),
                    image_size=tuple(state["image_size"]), reference_psnr=float(state["reference_psnr"]),
                    refine=RefineConfig(size=int(state["reference_size"])),
-                   output_frame=_sim3_from_state(state.get("output_frame")), scale_source=state.get("scale_source"))
+                   output_frame=_sim3_from_state(state.get("output_frame")), scale_source=state.get("scale_source"),
+                   thumbnails_ND=_array_from_state(state.get("thumbnails_ND")))
+
+
+def _array_from_state(value: Tensor | None) -> np.ndarray | None:
+    return None if value is None else value.numpy()
 
 
 def _sim3_from_state(state: dict | None) -> Sim3 | None:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nvs_ros.core.belonging import views_set_apart
+from nvs_ros.core.appearance import views_set_apart
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.cameras import so3_exp
 from nvs_ros.core.diffusion import DiffusionConfig, GenerativeLifting, t_max_at
@@ -120,7 +120,7 @@ class TrainerConfig:
     aside, then re-posed by a search over the viewing sphere; those that still do not fit are
     taken out of the field's training and reported unregistered (core.refine.correct_outliers;
     `SUSPECTS_AT`, `CORRECTION_ROUNDS`). Views that look like none of the others
-    (core.belonging) are kept out of training from the start and are suspects at the first look."""
+    (core.appearance) are kept out of training from the start and are suspects at the first look."""
     background_from_images: bool = True
     """The field's constant background is the grey level of the images' plain border when they
     have one (`core.image_set.plain_border_level`: an object on black cloth), instead of
@@ -332,7 +332,7 @@ class _Run:
         self.n = len(image_set)
         self.gt_c2w_N44 = image_set.c2w_N44 if config.poses == "gt" else None
         self.apart_N = apart_N
-        """Views that look like none of the others (core.belonging): out of training until the
+        """Views that look like none of the others (core.appearance): out of training until the
         outlier correction finds they fit."""
         self.active_N = torch.from_numpy(~apart_N)
         self.outlier_N = np.zeros(self.n, dtype=bool)
@@ -701,7 +701,7 @@ def _lower_residual(current: OutlierCorrection, restarted: OutlierCorrection) ->
 
 
 def _views_set_apart(image_set: ImageSet, config: TrainerConfig) -> np.ndarray:
-    """The views kept out of pose learning for their looks (core.belonging): only where the
+    """The views kept out of pose learning for their looks (core.appearance): only where the
     outlier correction will judge them later (360 captures, poses estimated)."""
     judged = config.outlier_correction and config.mode == "360" and config.poses == "estimate"
     apart_N = views_set_apart(image_set.images_NHW3) if judged else np.zeros(len(image_set), dtype=bool)

@@ -33,7 +33,8 @@ def save_scene(folder: Path, scene: Scene) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    summary = {k: v for k, v in state.items() if k not in ("engine", "c2w_N44", "K_N33", "output_frame")}
+    arrays = ("engine", "c2w_N44", "K_N33", "output_frame", "thumbnails_ND")  # written below, or not at all
+    summary = {k: v for k, v in state.items() if k not in arrays}
     summary["c2w_N44"] = state["c2w_N44"].tolist()
     summary["K_N33"] = state["K_N33"].tolist()
     frame = state["output_frame"]

@@ -34,6 +34,8 @@ def test_saved_scene_reloads_and_registers_the_same(scene: Scene, tmp_path) -> N
     assert loaded.names == scene.names and loaded.image_size == scene.image_size
     np.testing.assert_array_equal(loaded.c2w_N44, scene.c2w_N44)
     np.testing.assert_array_equal(loaded.K_N33, scene.K_N33)
+    assert scene.thumbnails_ND.shape == (6, 8 * 8 * 3)
+    np.testing.assert_array_equal(loaded.thumbnails_ND, scene.thumbnails_ND)
     assert loaded.engine.field.resolution == TINY.fine_grid
     for key, value in scene.engine.state_dict().items():
         torch.testing.assert_close(loaded.engine.state_dict()[key], value, msg=key)

@@ -1,20 +1,24 @@
-"""Which views look like none of the others: a belonging test before any pose exists.
+"""Views compared by their looks alone, as tiny images (8 x 8, area averaged: the classic "tiny
+image" descriptor): before any pose exists, which views belong to the capture; once a scene is
+trained, which of its training views a new frame resembles.
 
-The photometric tests of `core.refine` judge a view against the field, but a field that trains on
-a foreign view learns it too. Measured on chair (60 views, 64 px, 30 min) with 5 temple images
-mixed in: three of the five ended with a photometric error at the chair median, and the chair
-cameras collapsed (RRA@15 100% clean, 4% mixed). So the trainer keeps the views this test sets
-apart out of pose learning, and lets the outlier correction decide on them once a field of the
-others exists (re-posed and let in when they fit, flagged as outliers when they do not).
-
-The test: every view as a tiny image (8 x 8, area averaged, the classic "tiny image" descriptor);
-the minimum spanning tree of their distances links each view to the capture through its nearest
-neighbours, so a ring, a video or a sweep stays one piece however far its two ends look apart;
-an edge much longer than the tree's usual edges cuts the tree, and the views outside the largest
+Belonging. The photometric tests of `core.refine` judge a view against the field, but a field
+that trains on a foreign view learns it too. Measured on chair (60 views, 64 px, 30 min) with 5
+temple images mixed in: three of the five ended with a photometric error at the chair median,
+and the chair cameras collapsed (RRA@15 100% clean, 4% mixed). So the trainer keeps the views
+`views_set_apart` finds out of pose learning, and lets the outlier correction decide on them once
+a field of the others exists (re-posed and let in when they fit, flagged as outliers when not).
+The minimum spanning tree of the views' distances links each view to the capture through its
+nearest neighbours, so a ring, a video or a sweep stays one piece however far its two ends look
+apart; an edge much longer than the tree's usual edges cuts it, and the views outside the largest
 piece are set apart. Measured (the longest edge over the tree's 75th-percentile edge): chair 100
 at 64 px 1.6, chair 8 and 16 at 400 px 1.5 and 1.8, temple 8 and 16 1.0 and 1.5, fern 1.1, DTU
 49 1.2, the bundled room and object 1.1 and 1.2; chair 60 with 5 temple images: 14.6 for the
 edge that joins the temple views to the chair, 2.3-2.9 among the temple views.
+
+Retrieval. `most_alike` ranks a scene's training views by likeness to a new frame: their poses
+are candidates of the frame's registration next to the encoder's (as relocalisers start from
+retrieved images).
 """
 
 import numpy as np
@@ -51,3 +55,9 @@ def views_set_apart(images_NHW3: np.ndarray, factor: float = APART_FACTOR) -> np
     pieces[tree.row[kept], tree.col[kept]] = True
     _, label_N = connected_components(pieces, directed=False)
     return label_N != np.bincount(label_N).argmax()
+
+
+def most_alike(thumbnails_ND: np.ndarray, query_BD: np.ndarray, count: int) -> np.ndarray:
+    """(B, count) indices of the `count` thumbnails nearest to each query, nearest first."""
+    distance_BN = ((query_BD[:, None].astype(np.float64) - thumbnails_ND[None]) ** 2).sum(axis=-1)
+    return np.argsort(distance_BN, axis=1, kind="stable")[:, : min(count, len(thumbnails_ND))]
