@@ -60,13 +60,20 @@ def _angle_between(a_B44: torch.Tensor, b_B44: torch.Tensor) -> np.ndarray:
     return rotation_angle_deg((a_B44[:, :3, :3].transpose(1, 2) @ b_B44[:, :3, :3]).double().numpy())
 
 
-def test_refinement_recovers_a_known_perturbation(scene: Scene) -> None:
+def _training_views_moved(scene: Scene, degrees: float, shift: float):
+    """Training views 0, 1, 2, 4 (images, K), their poses, and those poses turned about the
+    centre and shifted."""
     train_index = [0, 1, 2, 4]
     images = torch.from_numpy(np.stack([_image(scene, i) for i in train_index])).float() / 255.0
     K = torch.from_numpy(scene.K_N33[train_index]).float()
     truth = torch.from_numpy(scene.c2w_N44[train_index]).float()
-    start = _turned_about_the_centre(truth, 8.0, (0.6, 0.0, 0.8))
-    start[:, :3, 3] += 0.08
+    start = _turned_about_the_centre(truth, degrees, (0.6, 0.0, 0.8))
+    start[:, :3, 3] += shift
+    return images, K, truth, start
+
+
+def test_refinement_recovers_a_known_perturbation(scene: Scene) -> None:
+    images, K, truth, start = _training_views_moved(scene, 8.0, 0.08)
     refined = refine_poses(scene.engine, images, K, start, RefineConfig(steps=60),
                            torch.Generator().manual_seed(0))
     before, after = _angle_between(start, truth), _angle_between(refined, truth)
@@ -80,14 +87,9 @@ def test_direct_alignment_recovers_a_small_offset_from_one_render(scene: Scene) 
     shows them where the frame has them is the training pose). Measured: 4 degrees -> 0.8-2.0 for
     three of them; the fourth went to 9.8 (this 24^3 field's depth is coarse: registration keeps
     an alignment only where it lowers the residual)."""
-    train_index = [0, 1, 2, 4]
-    images = torch.from_numpy(np.stack([_image(scene, i) for i in train_index])).float() / 255.0
-    K = torch.from_numpy(scene.K_N33[train_index]).float()
-    truth = torch.from_numpy(scene.c2w_N44[train_index]).float()
-    start = _turned_about_the_centre(truth, 4.0, (0.6, 0.0, 0.8))
-    start[:, :3, 3] += 0.04
+    images, K, truth, start = _training_views_moved(scene, 4.0, 0.04)
     aligned = torch.stack([align_to_rendered_view(scene.engine, images[i], K[i], start[i], steps=20)
-                           for i in range(len(train_index))])
+                           for i in range(len(start))])
     before, after = _angle_between(start, truth), _angle_between(aligned, truth)
     assert np.median(after) < 0.4 * np.median(before), (before, after)
 
