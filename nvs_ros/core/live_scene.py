@@ -309,6 +309,9 @@ class LiveScene:
         if not accepted:
             return
         self._posed += [waiting[j] for j in accepted]
+        # rows follow the posed keyframes, the new ones last (as their poses below)
+        self._scene.thumbnails_ND = np.concatenate([self._scene.thumbnails_ND,
+                                                    thumbnails(np.stack([frames[j].image_HW3 for j in accepted]))])
         self._confidence += [float(registration.confidence_B[j]) for j in accepted]
         previous = self._joint.c2w().detach()
         self._start_joint_training(torch.cat([previous, registration.c2w_B44[accepted]]))
@@ -336,7 +339,6 @@ class LiveScene:
         self._scene.names = [k.name for k in posed]
         self._scene.K_N33 = np.stack([k.K_33 for k in posed])
         self._scene.c2w_N44 = self._joint.c2w().detach().double().cpu().numpy()
-        self._scene.thumbnails_ND = thumbnails(np.stack([k.image_HW3 for k in posed]))
         self._align_to_priors()
 
     # ------------------------------------------------------------------ products

@@ -712,7 +712,7 @@ def _views_set_apart(image_set: ImageSet, config: TrainerConfig) -> np.ndarray:
 
 
 def _with_background(config: TrainerConfig, image_set: ImageSet, belonging_N: np.ndarray) -> TrainerConfig:
-    images_NHW3 = image_set.images_NHW3[belonging_N]
+    images_NHW3 = image_set.images_NHW3 if belonging_N.all() else image_set.images_NHW3[belonging_N]
     level = plain_border_level(images_NHW3) if config.background_from_images else None
     if level is None or config.diffusion.background_model != "constant":
         return config
