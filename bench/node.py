@@ -8,7 +8,8 @@ Starts nvs_node (config/nvs.yaml, sensor-data QoS, plus the `-p` overrides) in i
 publishes rgb8 frames of the bundled scene (a slow pan over rendered views) + CameraInfo at the
 given rate, samples the node's resident memory (VmRSS) every second, and reads the node's own
 callback timing (conversion + keyframe check, measured inside the callback) and scene status
-from /diagnostics. End to end, it times from the first published image to the first map TF
+from /diagnostics, the tracking of frames between keyframes among it (registration time, and
+hand-over to pose: the wait for the end of a training slice plus the registration). End to end, it times from the first published image to the first map TF
 and the first non-empty point cloud it receives. Prints a table and writes
 bench/results/node/node_<duration>s.json.
 """
@@ -130,7 +131,9 @@ def run(args: argparse.Namespace) -> dict:
         "first_tf_after_s": after_start("tf"), "first_cloud_after_s": after_start("cloud"),
         "scene": {key: status.get(key) for key in ["scene_keyframes", "posed_keyframes", "training_step", "loss",
                                                    "rounds", "keyframe_queue", "dropped_keyframes",
-                                                   "train_s_total", "first_poses_after_s", "first_cloud_after_s"]},
+                                                   "train_s_total", "first_poses_after_s", "first_cloud_after_s",
+                                                   "tracked_frames", "tracking_rejected", "tracking_register_ms_mean",
+                                                   "tracking_latency_ms_mean"]},
         "rss_samples": rss_samples,
     }
 

@@ -40,7 +40,7 @@ RESULTS = ROOT / "bench" / "results" / "registration"
 
 
 def measure(scene_dir: Path, gt: str, size: int | None, views: int | None, device: str,
-            split: str | None = None, settings: dict | None = None, seed: int = 0) -> dict:
+            split: str | None = None, settings: dict | None = None) -> dict:
     image_set = load_image_set(gt, max_side=size, views=views)
     held_out = json.loads((scene_dir / "run.json").read_text())["held_out"]
     estimates = read_poses(scene_dir)
@@ -62,7 +62,7 @@ def measure(scene_dir: Path, gt: str, size: int | None, views: int | None, devic
     latencies, cpu_times, errors, accepted = [], [], [], []
     for i in range(len(images_NHW3)):
         started, started_cpu = time.perf_counter(), time.thread_time()
-        registration = scene.register(images_NHW3[i:i + 1], K_N33[i:i + 1], seed=seed)
+        registration = scene.register(images_NHW3[i:i + 1], K_N33[i:i + 1])
         latencies.append(time.perf_counter() - started)
         cpu_times.append(time.thread_time() - started_cpu)
         aligned = alignment.apply_c2w(scene.to_output(registration.c2w_B44.double().cpu().numpy()))
@@ -75,7 +75,7 @@ def measure(scene_dir: Path, gt: str, size: int | None, views: int | None, devic
             "median_rotation_error_deg": float(np.median(errors_N)),
             "median_latency_ms": float(np.median(latency_ms)), "p95_latency_ms": float(np.percentile(latency_ms, 95)),
             "median_cpu_ms": 1000 * float(np.median(cpu_times)),
-            "settings": settings or {}, "refine": asdict(scene.refine), "seed": seed, "errors_deg": errors, "latencies_ms": latency_ms.tolist(), "device": device,
+            "settings": settings or {}, "refine": asdict(scene.refine), "errors_deg": errors, "latencies_ms": latency_ms.tolist(), "device": device,
             "date": date.today().isoformat(),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"}
 
@@ -100,14 +100,13 @@ def main() -> int:
     parser.add_argument("--split", default=None, help="also register this split's frames (NeRF synthetic: test)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a core.refine.RefineConfig setting for this run (numbers; a comma makes a tuple), repeatable")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the pixels each refinement step draws")
     parser.add_argument("--out", default=None, help="result name under bench/results/registration (default: the scene's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    row = measure(args.scene_dir, args.gt, args.size, args.views, args.device, args.split, _settings(args.set), args.seed)
+    row = measure(args.scene_dir, args.gt, args.size, args.views, args.device, args.split, _settings(args.set))
     write_json(RESULTS / f"{args.out or args.scene_dir.parent.name or args.scene_dir.name}.json", row)
     table = Table(title=f"New-frame registration into {args.scene_dir}")
     columns = ["frames", "accepted", "within_5deg", "within_15deg", "median_rotation_error_deg",

@@ -152,7 +152,7 @@ def all_estimates(image_set: ImageSet, held_out_N: np.ndarray, result: Reconstru
         registered_N[held] = True
         confidence_N[held] = 1.0
     elif len(held):
-        registration = scene.register(image_set.images_NHW3[held], image_set.K_N33[held], seed=config.seed)
+        registration = scene.register(image_set.images_NHW3[held], image_set.K_N33[held])
         accepted = registration.accepted_B.cpu().numpy()
         c2w_N44[held] = registration.c2w_B44.double().cpu().numpy()
         c2w_N44[held[~accepted]] = np.nan

@@ -232,16 +232,17 @@ class GenerativeLifting(nn.Module):
         return self.render_full(K_33, c2w_44, height, width).rgb_R3
 
     @torch.no_grad()
-    def render_full(self, K_33: Tensor, c2w_44: Tensor, height: int, width: int) -> rendering.RenderOutput:
+    def render_full(self, K_33: Tensor, c2w_44: Tensor, height: int, width: int,
+                    num_samples: int = 64) -> rendering.RenderOutput:
         """rendering.render_image with this model's background (colour, depth, opacity)."""
         if self.ray_space is not None:
-            return self._render_full_mapped(K_33, c2w_44, height, width)
+            return self._render_full_mapped(K_33, c2w_44, height, width, num_samples)
         background = self.config.background
         if self.envmap is not None:
             uv_1P2 = cameras.pixel_grid(height, width, device=c2w_44.device)[None]
             _, dirs_1P3 = cameras.rays_from_pixels(K_33[None].float(), c2w_44[None].float(), uv_1P2)
             background = self.background(dirs_1P3[0])
-        return rendering.render_image(self.field, K_33, c2w_44, height, width, background_rgb=background)
+        return rendering.render_image(self.field, K_33, c2w_44, height, width, num_samples, background_rgb=background)
 
     @torch.no_grad()
     def sample(self, K_33: Tensor, height: int, width: int, num_steps: int = 10,

@@ -303,8 +303,7 @@ class LiveScene:
         # priors are in the scene's output frame once they fix it; before that they are not comparable
         priors = self._priors(waiting) if self._alignment is not None else None
         registration = self._scene.register(np.stack([k.image_HW3 for k in frames]),
-                                            np.stack([k.K_33 for k in frames]), seed=self.config.seed + self._step,
-                                            prior_c2w_N44=priors)
+                                            np.stack([k.K_33 for k in frames]), prior_c2w_N44=priors)
         accepted = [j for j in range(len(frames)) if bool(registration.accepted_B[j])]
         if not accepted:
             return

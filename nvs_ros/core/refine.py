@@ -1,16 +1,19 @@
 """Analysis by synthesis (SparseAGS): render-and-compare pose refinement against a trained field,
 per-view photometric residuals, outlier views, a discrete search over the viewing sphere, and
-the registration of new frames (one encoder pass + a few refinement steps, as ACE relocalizes).
+the registration of new frames (one encoder pass, a ranking of candidate poses and a direct
+alignment to the field's rendered view, as ACE relocalizes a frame in one network pass).
 
 Refinement moves each camera by an se(3) twist in the world frame, c2w <- exp(twist) @ c2w,
 with the field fixed: damped Gauss-Newton (Levenberg-Marquardt's step) on the colour residuals of
 a few hundred random pixels, redrawn every step, with the Jacobian from forward differences
-(the pose and six nudged copies render in one batch, no backward pass). On chair (64 px scene,
-all 100 views registered) it matched the Adam refiner it replaced with 5 steps instead of 12:
-71% of views within 5 degrees (Adam 70%), median 2.8 degrees (3.2), 47 ms of CPU per frame
-(86). With 4 steps the tiny live-scene ring registered a keyframe 0.2 m further off. The world origin is the scene's centre (the gauge of core.orbit_poses), so the rotational
-part turns a camera about what it looks at: along the viewing sphere (azimuth, elevation) and
-about its line of sight (roll), the ways poses of a 360 capture are wrong. With the twist in
+(the pose and six nudged copies render in one batch, no backward pass). It re-poses suspect
+views (the outlier correction). New frames are registered by core.direct_alignment instead,
+which renders the field once per round rather than seven times per step: on chair (38 frames)
+render-and-compare's 5 steps reached 66% within 5 degrees at ~150 ms of CPU with an alignment
+after them, the alignment alone 95% at ~50 ms.
+The world origin is the scene's centre (the gauge of core.orbit_poses), so the rotational part
+turns a camera about what it looks at: along the viewing sphere (azimuth, elevation) and about
+its line of sight (roll), the ways poses of a 360 capture are wrong. With the twist in
 the camera frame instead, such an error needs a rotation and a translation together, and the
 Adam refiner crawled along that valley (tiny test scene, 20 steps from the sphere anchors:
 2.3-4.2 degrees left, against 0.8-1.1 in the world frame).
@@ -31,7 +34,7 @@ Frames below `min_confidence` are rejected, not forced into the scene.
 """
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -46,50 +49,27 @@ from nvs_ros.core.orbit_poses import anchor_angles
 FORWARD_TURN_DEG = 10.0
 SEARCH_TURNS = 8
 """Turns about the up axis (every 45 degrees, the flip among them) tried for a suspect view."""
+RACE_STEPS = 2
+"""Render-and-compare steps every candidate of a suspect view gets before the best goes on."""
 
 
 @dataclass(frozen=True)
 class RefineConfig:
     """Render-and-compare refinement and registration."""
 
-    steps: int = 5
-    """Gauss-Newton steps per refinement."""
     damping: float = 0.1
     """Levenberg-Marquardt damping, relative to the Gauss-Newton curvature (keeps a step from
     overshooting where a few pixels' gradients dominate)."""
     difference_step: float = 1e-3
-    """Twist step of the forward differences at the last step (radians and world units; the
+    """Twist step of render-and-compare's forward differences (radians and world units; the
     cameras sit ~3-4 units out, a field cell is ~0.05 wide: the nudge stays inside one trilinear
     cell, and the slope is the field's own)."""
-    first_difference_step: float = 0.03
-    """The twist step at the first step; it shrinks geometrically to `difference_step`. A wide
-    nudge measures the slope across several cells, which leads from farther away (a secant over
-    the trilinear kinks), and a narrow one ends at the field's exact minimum (at 0.03 throughout,
-    chair's registrations stalled at a 2.4 degree median; coarse to fine, see the bench)."""
-    rays_per_view: int = 256
-    """Random pixels (drawn afresh at every step) compared per view. Twice the steps on half the
-    pixels cost the same and landed closer on chair (38 held-out and test frames, 3 seeds, two
-    scenes: 60% -> 73% and 61% -> 71% within 5 degrees), but on the tests' tiny scene 128 pixels
-    were too few to recover a known 8 degree turn (median 4.8 degrees left after 60 steps)."""
     size: int = 32
     """Longer image side at which views are scored (residuals, confidence, outliers) and the
     training views' reference PSNR is measured; the confidence's tolerances are set at it."""
-    refine_size: int = 64
-    """Longer image side from which a new frame's refinement draws its pixels (capped at the
-    image's own). They are drawn at random, so it costs no time. Chair's 13 held-out views in a
-    30-minute scene, 5 steps: at 32 px 38% within 5 degrees, median 6.3, 130 ms of CPU; at 64 px
-    54%, 4.4, 132 ms (10 steps on 512 pixels: 77%, 2.4, 274 ms). Scoring at 64 px too rejected
-    held-out views the tolerances at 32 px accept (the demo: 4 of 24 unregistered)."""
-    alignment_sizes: tuple[int, ...] = (64,)
-    """Longer image sides (capped at the frame's own) of the direct alignments a registration ends
-    with, one after the other (core.direct_alignment: one render, then steps that only project
-    and sample); () for none. Chair, 38 frames: none 66% within 5 degrees, median 3.0; (64,)
-    87-89% (2 seeds), 1.2-1.4, ~45 ms more; (32,) 87%, 2.1, ~20 ms more; (32, 64) 84-92%, (64, 64)
-    87%: the frames left are those the search sent to a wrong basin (92% within 15 degrees)."""
-    alignment_steps: int = 8
-    """Gauss-Newton steps of each direct alignment (12: 87%, median 1.3)."""
     search_size: int = 16
-    """Longer image side at which a new frame's candidate poses are ranked."""
+    """Longer image side at which a new frame's candidate poses are ranked (and its contrast
+    measured: at 8 px chair's frames had contrasts of 0.28-0.89, too close to foreign ones)."""
     candidates: int = 3
     """Encoder hypotheses tried per new frame (most likely first), each also turned by 180
     degrees of azimuth: the flip the encoder confuses most (findings note). Every sphere
@@ -97,17 +77,23 @@ class RefineConfig:
     retrieved_candidates: int = 1
     """Training views most alike a new frame (core.appearance.most_alike) whose poses join its
     candidates (scenes that keep their training views' thumbnails): a start that has the
-    training camera's roll and distance, not an anchor's. Chair, 38 frames, 2 seeds: none
-    45-58% within 5 degrees, median 4.1-5.9; 1: 66% / 3.0-3.2 (within 15: 82-89% -> 92%);
-    3 and 6: 66%, within 15 89%. Same latency."""
-    refined_candidates: int = 2
-    """Best-ranked candidates refined per new frame (they race: see `race_steps`)."""
-    race_steps: int = 1
-    """Iterations every refined candidate gets; then only the best of them goes on."""
-    race_size: int = 16
-    """Longer image side at which the race's candidates are compared. At 32 px the right one of
-    two close candidates won more often in one chair scene (114 registrations: 53% -> 60% within
-    5 degrees) and not in a second (61% -> 60%; within 15 degrees 90% -> 91%), for 6-13 ms more."""
+    training camera's roll and distance, not an anchor's. Chair, 38 frames, 2 seeds, with
+    render-and-compare after the search: none 45-58% within 5 degrees, median 4.1-5.9;
+    1: 66% / 3.0-3.2 (within 15: 82-89% -> 92%); 3 and 6: 66%, within 15 89%. Same latency."""
+    aligned_candidates: int = 1
+    """Best-ranked candidates aligned per new frame (core.direct_alignment); the one with the
+    lowest residual wins. Chair, 38 frames: 1 and 2 both 95% within 5 degrees (3, measured with
+    a first version of the alignment: 95%, and a candidate 90 degrees off won one frame); each
+    candidate more costs ~30 ms."""
+    alignment_sizes: tuple[int, ...] = (32, 64)
+    """Longer image sides (capped at the frame's own) of the frame's levels the alignment steps
+    go through, coarse to fine; `size` is always among them (the field renders at it). Chair,
+    38 frames: (32, 64) 95% within 5 degrees, median 1.6; (32,) 87%, 2.7; (16, 32, 64) 79%, 3.5."""
+    alignment_steps: int = 6
+    """Gauss-Newton steps per level and round (chair: 8, 95%; 5, 92%), ~0.35 ms each."""
+    alignment_rounds: int = 2
+    """Renders of the field from the aligning pose, each followed by the steps (chair: 1 round,
+    87% within 5 degrees, median 2.0; 2 rounds 95%, 1.6); a render is ~6 ms at 32 px."""
     psnr_tolerance: float = 24.0
     """dB below the training views' PSNR at which the fit confidence reaches 0."""
     contrast_range: tuple[float, float] = (0.25, 0.75)
@@ -182,29 +168,19 @@ def view_residuals(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor
 
 
 @torch.no_grad()
-def refine_poses(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_B44: Tensor,
-                 config: RefineConfig = RefineConfig(), generator: torch.Generator | None = None,
-                 steps: slice = slice(None)) -> Tensor:
-    """(B, 4, 4) poses after `config.steps` damped Gauss-Newton steps of render-and-compare on a
-    fixed field (or the `steps` slice of them: a refinement resumed), each on freshly drawn
-    pixels (a fixed set lets a view fit its few hundred pixels instead of the image: on the tiny
-    test scene it left 6-15 degree errors)."""
+def refine_poses(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_B44: Tensor, steps: int,
+                 rays_per_view: int, config: RefineConfig = RefineConfig(),
+                 generator: torch.Generator | None = None) -> Tensor:
+    """(B, 4, 4) poses after `steps` damped Gauss-Newton steps of render-and-compare on a fixed
+    field, each on `rays_per_view` freshly drawn pixels per view (a fixed set lets a view fit its
+    few hundred pixels instead of the image: on the tiny test scene it left 6-15 degree errors)."""
     pose_B44 = c2w_B44.detach().float().clone()
     damping_B = pose_B44.new_full((len(pose_B44),), config.damping)
-    for difference_step in difference_steps(config)[steps]:
-        uv_BP2, target_BP3 = random_pixels(images_BHW3, config.rays_per_view, generator)
-        residual_BM, jacobian_BM6 = _linearise(engine, K_B33, pose_B44, uv_BP2, target_BP3, difference_step)
+    for _ in range(steps):
+        uv_BP2, target_BP3 = random_pixels(images_BHW3, rays_per_view, generator)
+        residual_BM, jacobian_BM6 = _linearise(engine, K_B33, pose_B44, uv_BP2, target_BP3, config.difference_step)
         pose_B44 = cameras.se3_exp(damped_gauss_newton_step(residual_BM, jacobian_BM6, damping_B)) @ pose_B44
     return pose_B44
-
-
-def difference_steps(config: RefineConfig) -> list[float]:
-    """The forward differences' twist step at each of the refinement's steps: from
-    `first_difference_step` down to `difference_step`, geometrically (coarse to fine)."""
-    if config.steps <= 1:
-        return [config.difference_step] * config.steps
-    ratio = config.difference_step / config.first_difference_step
-    return [config.first_difference_step * ratio ** (i / (config.steps - 1)) for i in range(config.steps)]
 
 
 def _linearise(engine: GenerativeLifting, K_B33: Tensor, c2w_B44: Tensor, uv_BP2: Tensor, target_BP3: Tensor,
@@ -234,21 +210,18 @@ def confidence_from_contrast(contrast_B: Tensor, config: RefineConfig) -> Tensor
 
 
 def register_frames(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, reference_psnr: float,
-                    config: RefineConfig = RefineConfig(), generator: torch.Generator | None = None,
-                    prior_c2w_B44: Tensor | None = None, retrieved_c2w_BR44: Tensor | None = None) -> Registration:
+                    config: RefineConfig = RefineConfig(), prior_c2w_B44: Tensor | None = None,
+                    retrieved_c2w_BR44: Tensor | None = None) -> Registration:
     """Poses of new frames in a trained scene (images_BHW3 in [0, 1], any size, intrinsics K_B33).
 
     One encoder pass gives candidates: its top hypotheses and their 180-degree flips, next to
     every anchor of the viewing sphere (the encoder of a scene trained on few views generalises
-    poorly). All are ranked by their error at `search_size`; the best `refined_candidates` are
-    refined on pixels drawn at `refine_size`, and the lowest residual (at `size`) wins. A frame's
-    prior pose (odometry, in the scene's frame; NaN rows: none) joins the refined candidates: it
-    races as they do and wins only where it explains the frame best. `retrieved_c2w_BR44`: poses
-    of the training views the frame looks most like, ranked with the candidates. The winner ends
-    with direct alignments to the rendered view (`alignment_sizes`, core.direct_alignment).
+    poorly) and the poses of the training views the frame looks most like (`retrieved_c2w_BR44`).
+    All are ranked by their error at `search_size`; the best `aligned_candidates` are aligned to
+    the field (core.direct_alignment), and the lowest residual (at `size`) wins. A frame's prior
+    pose (odometry, in the scene's frame; NaN rows: none) is aligned too: it wins only where it
+    explains the frame best. Deterministic: the same frame gives the same pose.
     """
-    b = len(images_BHW3)
-    rows_B = torch.arange(b, device=images_BHW3.device)
     hyp = engine.predict(_encoder_input(images_BHW3, engine.encoder.config.input_size))
     c2w_BC44, probability_BC = _candidate_poses(engine, hyp, config.candidates)
     if retrieved_c2w_BR44 is not None:
@@ -256,27 +229,13 @@ def register_frames(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tenso
         probability_BC = torch.cat([probability_BC, probability_BC.new_zeros(retrieved_c2w_BR44.shape[:2])], dim=1)
     tiny_BHW3, tiny_K_B33 = resize_views(images_BHW3, K_B33, config.search_size)
     errors_BC = candidate_errors(engine, tiny_BHW3, tiny_K_B33, c2w_BC44)
-    best_BJ = errors_BC.topk(min(config.refined_candidates, c2w_BC44.shape[1]), dim=1, largest=False).indices
-    racing_BJ44 = c2w_BC44[rows_B[:, None], best_BJ]
+    best_BJ = errors_BC.topk(min(config.aligned_candidates, c2w_BC44.shape[1]), dim=1, largest=False).indices
+    starts = [list(c2w_C44[best_J]) for c2w_C44, best_J in zip(c2w_BC44, best_BJ)]
     if prior_c2w_B44 is not None:
-        known_B = torch.isfinite(prior_c2w_B44).all(dim=2).all(dim=1)
-        prior_B44 = torch.where(known_B[:, None, None], prior_c2w_B44.to(racing_BJ44).nan_to_num(),
-                                racing_BJ44[:, 0])  # no prior: the best candidate twice (harmless)
-        racing_BJ44 = torch.cat([racing_BJ44, prior_B44[:, None]], dim=1)
-    sharp_BHW3, sharp_K_B33 = resize_views(images_BHW3, K_B33, config.refine_size)
-    judged_BHW3, judged_K_B33 = ((tiny_BHW3, tiny_K_B33) if config.race_size == config.search_size
-                                 else resize_views(images_BHW3, K_B33, config.race_size))
-    c2w_B44, winner_B = _refine_the_best(engine, sharp_BHW3, sharp_K_B33, judged_BHW3, judged_K_B33,
-                                         racing_BJ44, config, generator)
-    small_BHW3, small_K_B33 = resize_views(images_BHW3, K_B33, config.size)
-    residual_B = view_residuals(engine, small_BHW3, small_K_B33, c2w_B44)
-    if config.alignment_sizes:
-        # kept where it explains the frame better: a blurry field's depth can mislead it
-        aligned_B44 = _aligned(engine, images_BHW3, K_B33, c2w_B44, config)
-        aligned_residual_B = view_residuals(engine, small_BHW3, small_K_B33, aligned_B44)
-        better_B = aligned_residual_B < residual_B
-        c2w_B44 = torch.where(better_B[:, None, None], aligned_B44, c2w_B44)
-        residual_B = torch.minimum(residual_B, aligned_residual_B)
+        for starts_of_frame, prior_44 in zip(starts, prior_c2w_B44.to(c2w_BC44)):
+            if torch.isfinite(prior_44).all():
+                starts_of_frame.append(prior_44)
+    c2w_B44, residual_B, winner_B = _align_the_best(engine, images_BHW3, K_B33, starts, config)
     contrast_B = 1.0 - view_residuals(engine, tiny_BHW3, tiny_K_B33, c2w_B44) / errors_BC.median(dim=1).values
     confidence_B = torch.minimum(confidence_from_residual(residual_B, reference_psnr, config),
                                  confidence_from_contrast(contrast_B, config))
@@ -285,14 +244,33 @@ def register_frames(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tenso
                         probability_B=_encoder_probability(probability_BC, best_BJ, winner_B), contrast_B=contrast_B)
 
 
-def _aligned(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_B44: Tensor,
-             config: RefineConfig) -> Tensor:
-    """The poses after the direct alignments of `config.alignment_sizes`, frame by frame."""
-    for size in config.alignment_sizes:
-        views_BHW3, views_K_B33 = resize_views(images_BHW3, K_B33, size)
-        c2w_B44 = torch.stack([align_to_rendered_view(engine, view_HW3, K_33, c2w_44, config.alignment_steps)
-                               for view_HW3, K_33, c2w_44 in zip(views_BHW3, views_K_B33, c2w_B44)])
-    return c2w_B44
+def _align_the_best(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, starts: list[list[Tensor]],
+                    config: RefineConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """Each frame's starting poses (4, 4) aligned to the field (core.direct_alignment); the one
+    that then explains the frame best wins. Returns the (B, 4, 4) poses, their residuals at
+    `size` (B,) and the index of each frame's winning start (B,)."""
+    levels, rendered = _frame_levels(images_BHW3, K_B33, config)
+    poses, residuals, winners = [], [], []
+    for b, starts_of_frame in enumerate(starts):
+        frame_levels = [(level_BHW3[b], level_K_B33[b]) for level_BHW3, level_K_B33 in levels]
+        aligned = [align_to_rendered_view(engine, frame_levels, rendered, c2w_44, config.alignment_rounds,
+                                          config.alignment_steps, config.damping) for c2w_44 in starts_of_frame]
+        winner = min(range(len(aligned)), key=lambda j: float(aligned[j][1]))
+        poses.append(aligned[winner][0])
+        residuals.append(aligned[winner][1])
+        winners.append(winner)
+    return torch.stack(poses), torch.stack(residuals), torch.tensor(winners, device=images_BHW3.device)
+
+
+def _frame_levels(images_BHW3: Tensor, K_B33: Tensor, config: RefineConfig) -> tuple[list[tuple[Tensor, Tensor]], int]:
+    """The frames at `alignment_sizes` and `size` (capped at their own, each size once), coarse
+    to fine, and the index of the one at `size`."""
+    levels = {}
+    for side in sorted({*config.alignment_sizes, config.size}):
+        level_BHW3, level_K_B33 = resize_views(images_BHW3, K_B33, side)
+        levels.setdefault(tuple(level_BHW3.shape[1:3]), (level_BHW3, level_K_B33))
+    rendered = list(levels).index(tuple(resize_views(images_BHW3[:1], K_B33[:1], config.size)[0].shape[1:3]))
+    return list(levels.values()), rendered
 
 
 def _encoder_probability(probability_BC: Tensor, best_BJ: Tensor, winner_B: Tensor) -> Tensor:
@@ -304,22 +282,20 @@ def _encoder_probability(probability_BC: Tensor, best_BJ: Tensor, winner_B: Tens
     return torch.where(from_encoder_B, probability_BC[rows_B, chosen_B], probability_BC.new_zeros(len(winner_B)))
 
 
-def _refine_the_best(engine: GenerativeLifting, sharp_BHW3: Tensor, sharp_K_B33: Tensor, judged_BHW3: Tensor,
-                     judged_K_B33: Tensor, c2w_BJ44: Tensor, config: RefineConfig,
-                     generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """A race (successive halving): each frame's J candidates are refined for `race_steps` on
-    pixels of the sharp views, the one with the lowest full-image error on the judged views
-    (`race_size`) goes on alone for the remaining steps. Most of a registration's time is
-    refinement, and a wrong candidate shows early.
-    Returns the (B, 4, 4) poses and the index of each frame's winning candidate (B,)."""
+def _race(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, judged_BHW3: Tensor, judged_K_B33: Tensor,
+          c2w_BJ44: Tensor, config: RefineConfig, generator: torch.Generator | None) -> Tensor:
+    """(B, 4, 4) the winner of a race (successive halving) among each view's J candidates: all
+    are refined for `RACE_STEPS`, the one with the lowest full-image error on the judged views
+    goes on alone for the rest of `correction_steps`. A wrong candidate shows early."""
     b, j = c2w_BJ44.shape[:2]
-    race = slice(0, min(config.race_steps, config.steps))
-    raced_BJ44 = refine_poses(engine, sharp_BHW3.repeat_interleave(j, 0), sharp_K_B33.repeat_interleave(j, 0),
-                              c2w_BJ44.reshape(-1, 4, 4), config, generator, race).reshape(b, j, 4, 4)
+    race_steps = min(RACE_STEPS, config.correction_steps)
+    raced_BJ44 = refine_poses(engine, images_BHW3.repeat_interleave(j, 0), K_B33.repeat_interleave(j, 0),
+                              c2w_BJ44.reshape(-1, 4, 4), race_steps, config.correction_rays_per_view, config,
+                              generator).reshape(b, j, 4, 4)
     winner_B = candidate_errors(engine, judged_BHW3, judged_K_B33, raced_BJ44).argmin(dim=1)
     leader_B44 = raced_BJ44[torch.arange(b, device=c2w_BJ44.device), winner_B]
-    rest = slice(race.stop, None)
-    return refine_poses(engine, sharp_BHW3, sharp_K_B33, leader_B44, config, generator, rest), winner_B
+    return refine_poses(engine, images_BHW3, K_B33, leader_B44, config.correction_steps - race_steps,
+                        config.correction_rays_per_view, config, generator)
 
 
 def _candidate_poses(engine: GenerativeLifting, hyp, count: int) -> tuple[Tensor, Tensor]:
@@ -471,12 +447,8 @@ def correct_outliers(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tens
     median_error = errors_BJ.median(dim=1).values
     best_BJ = errors_BJ.topk(min(config.correction_candidates, errors_BJ.shape[1]), dim=1, largest=False).indices
     rows_B1 = torch.arange(len(suspects), device=c2w_N44.device)[:, None]
-    # narrow nudges throughout: the coarse-to-fine ones were measured on registration at
-    # `refine_size`; here, at `size`, they left the tests' flipped view 4.2 degrees off (< 3 before)
-    search = replace(config, steps=config.correction_steps, race_steps=min(2, config.correction_steps),
-                     rays_per_view=config.correction_rays_per_view, first_difference_step=config.difference_step)
-    refined, _ = _refine_the_best(engine, small_NHW3[suspects], small_K_N33[suspects], tiny_BHW3, tiny_K_B33,
-                                  candidates_BJ44[rows_B1, best_BJ], search, generator)
+    refined = _race(engine, small_NHW3[suspects], small_K_N33[suspects], tiny_BHW3, tiny_K_B33,
+                    candidates_BJ44[rows_B1, best_BJ], config, generator)
     new_residual = view_residuals(engine, small_NHW3[suspects], small_K_N33[suspects], refined)
     better = new_residual < residual_N[suspects]
     c2w_N44[suspects[better]] = refined[better]

@@ -68,7 +68,7 @@ class Scene:
                    K_N33=np.asarray(K_N33, dtype=np.float64), image_size=(w, h), reference_psnr=reference,
                    refine=refine, thumbnails_ND=thumbnails(images_NHW3))
 
-    def register(self, images_NHW3: np.ndarray, K_N33: np.ndarray, seed: int = 0,
+    def register(self, images_NHW3: np.ndarray, K_N33: np.ndarray,
                  prior_c2w_N44: np.ndarray | None = None) -> Registration:
         """Poses of new frames (uint8 RGB, one size; intrinsics at that size) with confidences;
         `prior_c2w_N44`: a prior pose per frame in the output frame (NaN rows: none), tried
@@ -76,10 +76,9 @@ class Scene:
         device = self.engine.field.grid.device
         images = torch.from_numpy(np.ascontiguousarray(images_NHW3)).float().div(255.0).to(device)
         K = torch.as_tensor(K_N33, dtype=torch.float32, device=device)
-        generator = torch.Generator().manual_seed(seed)
         prior = None if prior_c2w_N44 is None else torch.as_tensor(self.from_output(prior_c2w_N44),
                                                                     dtype=torch.float32, device=device)
-        return register_frames(self.engine, images, K, self.reference_psnr, self.refine, generator, prior,
+        return register_frames(self.engine, images, K, self.reference_psnr, self.refine, prior,
                                self._retrieved(images_NHW3))
 
     def _retrieved(self, images_NHW3: np.ndarray) -> torch.Tensor | None:
