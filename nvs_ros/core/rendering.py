@@ -100,7 +100,7 @@ def render_rays(field: RadianceField, origins_R3: Tensor, dirs_R3: Tensor, num_s
         delta_R = (s_far_R - s_near_R) / num_samples
         s_RS = s_near_R[:, None] + delta_R[:, None] * (offsets_S + jitter_RS)
         delta_RS = delta_R[:, None].expand(-1, num_samples)
-    points_RS3 = origins_R3[:, None, :] + s_RS[..., None] * dirs_R3[:, None, :]
+    points_RS3 = torch.addcmul(origins_R3[:, None, :], s_RS[..., None], dirs_R3[:, None, :])
     density_RS, rgb_RS3 = _query_samples(field, points_RS3, hit_R, delta_RS, skip_empty, stop_transmittance)
     return composite(density_RS, rgb_RS3, s_RS, delta_RS, background_rgb)
 
