@@ -1,6 +1,7 @@
 """Register image files into a saved scene (`nvs-ros register SCENE_DIR IMAGE...`): one
-encoder pass + a few render-and-compare steps per frame (core.refine), with a confidence;
-frames that do not belong to the scene are rejected, not forced into it.
+encoder pass, a ranking of candidate poses and a direct alignment to the field per frame
+(core.refine, core.direct_alignment), with a confidence; frames that do not belong to the scene
+are rejected, not forced into it.
 
 Intrinsics: the scene's training camera, rescaled to each image's size (the same camera at
 another resolution), unless given.

@@ -8,7 +8,7 @@
     report.html    cameras vs ground truth after alignment, views, training curves, metrics
 
 Every 8th image is held out: not trained on, registered into the finished scene afterwards
-(encoder pass + render-and-compare, core.refine), rendered from that pose and scored (PSNR,
+(encoder pass + direct alignment, core.refine), rendered from that pose and scored (PSNR,
 SSIM): novel-view synthesis with unknown poses. poses.json covers every image.
 The estimator sees `image_set.without_ground_truth()` (the oracle `poses="gt"` excepted);
 ground truth is read here only to score the result.

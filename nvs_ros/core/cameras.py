@@ -39,6 +39,24 @@ def fit_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def resize_views(images_BHW3: Tensor, K_B33: Tensor, max_side: int) -> tuple[Tensor, Tensor]:
+    """Images resized (antialiased) to a longer side of max_side, with their intrinsics."""
+    _, h, w, _ = images_BHW3.shape
+    height, width = fit_size(h, w, max_side)
+    if (height, width) == (h, w):
+        return images_BHW3, K_B33
+    K = scale_intrinsics(K_B33.detach().cpu().numpy(), width / w, height / h)
+    return resized_images(images_BHW3, (height, width)), torch.from_numpy(K).to(K_B33)
+
+
+def resized_images(images_BHW3: Tensor, size_hw: tuple[int, int]) -> Tensor:
+    """Images (B, H, W, 3) resized to (height, width), antialiased: how frames, and the renders
+    compared with them, are brought to a common size."""
+    resized = torch.nn.functional.interpolate(images_BHW3.permute(0, 3, 1, 2), size=size_hw, mode="bilinear",
+                                              antialias=True, align_corners=False)
+    return resized.permute(0, 2, 3, 1).contiguous()
+
+
 # ----------------------------------------------------------------------------- Lie groups
 
 def hat(omega_N3: Tensor) -> Tensor:

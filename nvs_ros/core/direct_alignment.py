@@ -21,7 +21,6 @@ depth can mislead an alignment, and a round that makes the frame fit worse is un
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 from torch import Tensor
 
@@ -63,7 +62,7 @@ def align_to_rendered_view(engine, levels: list[tuple[Tensor, Tensor]], rendered
         rendered_from_44 = pose = pose_44.double().cpu().numpy()
         for level, (level_HW9, level_K_33) in enumerate(zip(with_gradients, intrinsics)):
             if level < rendered:
-                shrunk_HW3 = _shrunk(view.rgb_R3, level_HW9.shape[:2]).double().cpu().numpy()
+                shrunk_HW3 = cameras.resized_images(view.rgb_R3[None], level_HW9.shape[:2])[0].double().cpu().numpy()
                 colours_P3 = _bilinear(shrunk_HW3, _project(level_K_33, rendered_from_44, points_P3))
             pose = _gauss_newton(level_HW9, level_K_33, points_P3, colours_P3, pose, steps, damping)
         pose_44 = torch.from_numpy(pose).to(c2w_44)
@@ -147,12 +146,6 @@ def _project(K_33: np.ndarray, c2w_44: np.ndarray, points_P3: np.ndarray) -> np.
     """(P, 2) pixel coordinates of the points in the camera (OpenCV, pixel centres integer)."""
     camera_P3 = (points_P3 - c2w_44[:3, 3]) @ c2w_44[:3, :3]
     return camera_P3[:, :2] / np.maximum(camera_P3[:, 2:], 1e-6) @ K_33[:2, :2].T + K_33[:2, 2]
-
-
-def _shrunk(image_HW3: Tensor, size: tuple[int, int]) -> Tensor:
-    """The image resized (antialiased) as frames are (core.refine.resize_views)."""
-    return F.interpolate(image_HW3.permute(2, 0, 1)[None], size=size, mode="bilinear", antialias=True,
-                         align_corners=False)[0].permute(1, 2, 0)
 
 
 def _bilinear(image_HWC: np.ndarray, uv_P2: np.ndarray) -> np.ndarray:

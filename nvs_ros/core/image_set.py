@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nvs_ros.core.cameras import fit_size, scale_intrinsics
+from nvs_ros.core.cameras import fit_size, resized_images, scale_intrinsics
 
 Capture = Literal["360", "forward", "unknown"]
 
@@ -23,10 +23,8 @@ def evenly_spaced_indices(count_all: int, count: int | None) -> np.ndarray:
 
 def resize_images(images_NHW3: np.ndarray, height: int, width: int) -> np.ndarray:
     """uint8 RGB images resized to (height, width), area-averaged when shrinking."""
-    images_N3HW = torch.from_numpy(np.ascontiguousarray(images_NHW3)).permute(0, 3, 1, 2).float()
-    resized_N3HW = F.interpolate(images_N3HW, size=(height, width), mode="bilinear",
-                                 antialias=True, align_corners=False)
-    return np.ascontiguousarray(resized_N3HW.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy())
+    images = torch.from_numpy(np.ascontiguousarray(images_NHW3)).float()
+    return resized_images(images, (height, width)).round().clamp(0, 255).byte().numpy()
 
 
 def plain_border_level(images_NHW3: np.ndarray, tolerance: float = 0.1, share: float = 0.8) -> float | None:

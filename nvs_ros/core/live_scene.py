@@ -6,7 +6,7 @@ What the ROS node's worker calls (one thread owns a LiveScene; it is not thread-
 2. The first round is the full method on the keyframes so far (core.trainer.reconstruct:
    pose distribution, re-assignment, refinement), `round_budget_s` long.
 3. Afterwards each `train(seconds)` registers the keyframes that arrived since (one encoder
-   pass + render-and-compare, core.refine), adds the accepted ones to the scene, and continues
+   pass + direct alignment, core.refine), adds the accepted ones to the scene, and continues
    training field and poses together for `seconds` (core.refine.JointRefinement). Frames that
    do not fit (low confidence) wait and are tried again by the next full round.
 4. When the keyframes have grown by `regrow_factor` since the last full round, the next call

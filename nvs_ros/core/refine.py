@@ -227,7 +227,7 @@ def register_frames(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tenso
     if retrieved_c2w_BR44 is not None:
         c2w_BC44 = torch.cat([c2w_BC44, retrieved_c2w_BR44.to(c2w_BC44)], dim=1)
         probability_BC = torch.cat([probability_BC, probability_BC.new_zeros(retrieved_c2w_BR44.shape[:2])], dim=1)
-    tiny_BHW3, tiny_K_B33 = resize_views(images_BHW3, K_B33, config.search_size)
+    tiny_BHW3, tiny_K_B33 = cameras.resize_views(images_BHW3, K_B33, config.search_size)
     errors_BC = candidate_errors(engine, tiny_BHW3, tiny_K_B33, c2w_BC44)
     best_BJ = errors_BC.topk(min(config.aligned_candidates, c2w_BC44.shape[1]), dim=1, largest=False).indices
     starts = [list(c2w_C44[best_J]) for c2w_C44, best_J in zip(c2w_BC44, best_BJ)]
@@ -267,9 +267,9 @@ def _frame_levels(images_BHW3: Tensor, K_B33: Tensor, config: RefineConfig) -> t
     to fine, and the index of the one at `size`."""
     levels = {}
     for side in sorted({*config.alignment_sizes, config.size}):
-        level_BHW3, level_K_B33 = resize_views(images_BHW3, K_B33, side)
+        level_BHW3, level_K_B33 = cameras.resize_views(images_BHW3, K_B33, side)
         levels.setdefault(tuple(level_BHW3.shape[1:3]), (level_BHW3, level_K_B33))
-    rendered = list(levels).index(tuple(resize_views(images_BHW3[:1], K_B33[:1], config.size)[0].shape[1:3]))
+    rendered = list(levels).index(cameras.fit_size(*images_BHW3.shape[1:3], config.size))
     return list(levels.values()), rendered
 
 
@@ -402,7 +402,7 @@ def suspect_views(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tensor,
     """(N,) bool: views whose residual stands out at `config.size` (`find_outliers` with
     `suspect_mads`, at least `suspect_min_ratio` x the median, the highest
     `max_suspect_fraction` of the views at most)."""
-    small_NHW3, small_K_N33 = resize_views(images_NHW3, K_N33, config.size)
+    small_NHW3, small_K_N33 = cameras.resize_views(images_NHW3, K_N33, config.size)
     return suspects_among(view_residuals(engine, small_NHW3, small_K_N33, c2w_N44.detach().float()), config)
 
 
@@ -429,7 +429,7 @@ def correct_outliers(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tens
     its residual stays far above the other views' (`stays_high_factor`: the field has just been
     trained without the suspects, so even a right pose renders them as unseen views, somewhat
     worse than trained ones, hence a factor rather than the outlier statistics)."""
-    small_NHW3, small_K_N33 = resize_views(images_NHW3, K_N33, config.size)
+    small_NHW3, small_K_N33 = cameras.resize_views(images_NHW3, K_N33, config.size)
     c2w_N44 = c2w_N44.detach().float().clone()
     residual_N = view_residuals(engine, small_NHW3, small_K_N33, c2w_N44)
     suspects = torch.nonzero(suspects_N)[:, 0]
@@ -442,7 +442,7 @@ def correct_outliers(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tens
     candidates_BJ44 = torch.cat([_turned(c2w_N44[suspects], SEARCH_TURNS),
                                  _sphere_grid(c2w_N44[~suspects_N], config)[None].expand(len(suspects), -1, -1, -1)],
                                 dim=1)
-    tiny_BHW3, tiny_K_B33 = resize_views(images_NHW3[suspects], K_N33[suspects], config.search_size)
+    tiny_BHW3, tiny_K_B33 = cameras.resize_views(images_NHW3[suspects], K_N33[suspects], config.search_size)
     errors_BJ = candidate_errors(engine, tiny_BHW3, tiny_K_B33, candidates_BJ44)
     median_error = errors_BJ.median(dim=1).values
     best_BJ = errors_BJ.topk(min(config.correction_candidates, errors_BJ.shape[1]), dim=1, largest=False).indices
@@ -461,18 +461,6 @@ def correct_outliers(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tens
     outlier_N[suspects] = (confidence_from_contrast(contrast, config) < config.min_confidence) | stays_high
     return OutlierCorrection(c2w_N44=c2w_N44, outlier_N=outlier_N, reposed_N=reposed_N & ~outlier_N,
                              residual_N=residual_N)
-
-
-def resize_views(images_BHW3: Tensor, K_B33: Tensor, max_side: int) -> tuple[Tensor, Tensor]:
-    """Images resized (antialiased) to a longer side of max_side, with their intrinsics."""
-    _, h, w, _ = images_BHW3.shape
-    height, width = cameras.fit_size(h, w, max_side)
-    if (height, width) == (h, w):
-        return images_BHW3, K_B33
-    resized = torch.nn.functional.interpolate(images_BHW3.permute(0, 3, 1, 2), size=(height, width),
-                                              mode="bilinear", antialias=True, align_corners=False)
-    K = cameras.scale_intrinsics(K_B33.detach().cpu().numpy(), width / w, height / h)
-    return resized.permute(0, 2, 3, 1).contiguous(), torch.from_numpy(K).to(K_B33)
 
 
 def _encoder_input(images_BHW3: Tensor, size: int) -> Tensor:

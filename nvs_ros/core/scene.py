@@ -14,11 +14,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nvs_ros.core import cameras
 from nvs_ros.core.appearance import most_alike, thumbnails
 from nvs_ros.core.diffusion import GenerativeLifting
 from nvs_ros.core.metrics import Sim3
 from nvs_ros.core.pose_prior import PriorAlignment
-from nvs_ros.core.refine import RefineConfig, Registration, register_frames, resize_views, view_residuals
+from nvs_ros.core.refine import RefineConfig, Registration, register_frames, view_residuals
 from nvs_ros.core.rendering import RenderOutput
 from nvs_ros.core.trainer import TrainerConfig, build_engine
 
@@ -173,4 +174,4 @@ def _typed(hint: typing.Any, value: typing.Any) -> typing.Any:
 
 def _as_views(images_NHW3: np.ndarray, K_N33: np.ndarray, size: int, device: torch.device) -> tuple[Tensor, Tensor]:
     images = torch.from_numpy(np.ascontiguousarray(images_NHW3)).float().div(255.0).to(device)
-    return resize_views(images, torch.as_tensor(K_N33, dtype=torch.float32, device=device), size)
+    return cameras.resize_views(images, torch.as_tensor(K_N33, dtype=torch.float32, device=device), size)

@@ -13,7 +13,7 @@ from tiny_engine import TINY
 from nvs_ros.core.cameras import so3_exp
 from nvs_ros.core.direct_alignment import align_to_rendered_view
 from nvs_ros.core.metrics import rotation_angle_deg, umeyama_sim3
-from nvs_ros.core.refine import (RefineConfig, correct_outliers, find_outliers, refine_poses, resize_views,
+from nvs_ros.core.refine import (RefineConfig, correct_outliers, find_outliers, refine_poses,
                                   suspect_views, suspects_among, view_residuals)
 from nvs_ros.core.scene import Scene
 from nvs_ros.core.trainer import reconstruct
@@ -104,16 +104,19 @@ def test_direct_alignment_recovers_a_small_offset(scene: Scene) -> None:
     assert (residuals < view_residuals(scene.engine, images, K, start)).all()
 
 
-def test_the_alignment_keeps_the_start_where_no_round_fits_better(scene: Scene) -> None:
-    """A training view at its own pose: no round can explain it much better, and one that
-    explains it worse is undone (the pose returned is never worse than the start)."""
+def test_a_round_that_makes_the_fit_worse_is_undone(scene: Scene, monkeypatch) -> None:
+    """Steps that turn the camera away (as a blurry field's misleading depth can): every round
+    fits the frame worse than the start, so the start comes back with its own residual."""
+    def turn_away(*args) -> np.ndarray:
+        return np.array([0.0, 0.0, 0.0, 0.05, 0.0, 0.0])  # 3 degrees a step
+
+    monkeypatch.setattr("nvs_ros.core.direct_alignment.damped_gauss_newton_step_array", turn_away)
     image = torch.from_numpy(_image(scene, 3)).float() / 255.0
     K = torch.from_numpy(scene.K_N33[3]).float()
     truth = torch.from_numpy(scene.c2w_N44[3]).float()
     pose, residual = _aligned(scene, image, K, truth, rounds=2, steps=6)
-    start_residual = view_residuals(scene.engine, image[None], K[None], truth[None])[0]
-    assert float(residual) <= float(start_residual)
-    assert _angle_between(pose[None], truth[None])[0] < 2.0
+    torch.testing.assert_close(pose, truth)
+    torch.testing.assert_close(residual, view_residuals(scene.engine, image[None], K[None], truth[None])[0])
 
 
 def test_a_frame_with_nothing_of_the_scene_in_sight_keeps_its_pose(scene: Scene, monkeypatch) -> None:
