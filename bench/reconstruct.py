@@ -31,7 +31,7 @@ from nvs_ros.core.orbit_poses import OrbitConfig
 from nvs_ros.core.pose_encoder import PoseEncoderConfig
 from nvs_ros.core.trainer import config_for_mode
 from nvs_ros.io.capture_type import choose_mode
-from nvs_ros.io.datasets import load_image_set
+from nvs_ros.io.datasets import load_for_features, load_image_set
 from nvs_ros.io.evaluation import score_estimates
 from nvs_ros.io.output_folder import write_json, write_output_folder
 from nvs_ros.pipeline import run_reconstruction
@@ -65,6 +65,7 @@ VARIANTS = {
                           {"diffusion": DiffusionConfig(noise="none")}),
     "chair-restarts": ("chair", "two restarts of pose learning, the lower photometric loss kept", {"restarts": 2}),
     "room-features": ("room", "initial poses from chained features", {"init": "features"}),
+    "temple-features": ("temple", "initial poses from chained features", {"init": "features"}),
     "fern-252-features": ("fern-252", "initial poses from chained features", {"init": "features"}),
     "dtu-features": ("dtu", "initial poses from chained features", {"init": "features"}),
 }
@@ -82,7 +83,8 @@ def run_set(name: str, budget_s: float, seed: int) -> list[dict]:
     settings = {k: v for k, v in changes.items() if k != "init"}
     if changes.get("init") == "features":
         settings.update(KEEP_CHAINED_POSES)
-    initial = chain_poses(image_set.without_ground_truth()).c2w_N44 if changes.get("init") == "features" else None
+    initial = (chain_poses(load_for_features(source, image_set, views=views).without_ground_truth()).c2w_N44
+               if changes.get("init") == "features" else None)
     metrics = run_reconstruction(image_set, RESULTS / name / "nvs_ros",
                                  config_for_mode(choose_mode(image_set), time_budget_s=budget_s, seed=seed, **settings),
                                  run_info={"bench": name, "variant": variant}, initial_c2w_N44=initial)

@@ -27,7 +27,7 @@ from nvs_ros.baselines.colmap_sfm import ColmapConfig, run_colmap
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.io.bag_writer import STORAGES, write_bag
-from nvs_ros.io.datasets import load_image_set
+from nvs_ros.io.datasets import load_for_features, load_image_set
 from nvs_ros.io.errors import NvsIOError
 from nvs_ros.io.evaluation import evaluate_output_folder, write_metrics
 from nvs_ros.io.image_folder import write_image_folder
@@ -167,7 +167,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
         metrics = run_reconstruction(image_set, Path(args.out), config, on_step,
                                      {"command": run_config(args), "init": args.init},
-                                     initial_c2w_N44=initial_poses(args.init, image_set),
+                                     initial_c2w_N44=initial_poses(args, image_set),
                                      prior_source=None if args.init in ("none", "features") else "poses file")
     if metrics is not None:
         CONSOLE.print(metrics_table([(f"nvs_ros ({args.poses})", metrics)],
@@ -176,20 +176,24 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
-def initial_poses(init: str, image_set: ImageSet) -> np.ndarray | None:
-    """--init: none, features (OpenCV pose chaining of the ordered images), or an output folder
-    / poses.json whose poses (matched by image name; missing ones NaN) start the refinement."""
+def initial_poses(args: argparse.Namespace, image_set: ImageSet) -> np.ndarray | None:
+    """--init: none, features (OpenCV pose chaining of the ordered images, at up to
+    FEATURE_MAX_SIDE), or an output folder / poses.json whose poses (matched by image name;
+    missing ones NaN) start the refinement."""
+    init = args.init
     if init == "none":
         return None
     if init == "features":
         from nvs_ros.baselines.feature_chaining import chain_poses
 
-        estimates = chain_poses(image_set.without_ground_truth())
+        feature_set = load_for_features(args.input, image_set, views=args.views, split=args.split)
+        estimates = chain_poses(feature_set.without_ground_truth())
         placed = int(estimates.registered_N.sum())
-        log.info("feature chaining placed %d of %d images", placed, len(image_set))
+        log.info("feature chaining at %dx%d placed %d of %d images", feature_set.width, feature_set.height, placed,
+                 len(image_set))
         if placed < len(image_set) // 2:
             raise NvsIOError(f"feature chaining placed only {placed} of {len(image_set)} images (too little "
-                             "texture or resolution for features): try a larger --size or --init none")
+                             "texture or resolution for features): try --init none")
         return estimates.c2w_N44
     path = Path(init)
     estimates = read_poses(path.parent if path.suffix == ".json" else path)
@@ -317,9 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.set_defaults(run=run_reconstruct)
 
     register = commands.add_parser("register", help="pose new images in a reconstructed scene",
-                                   description="One encoder pass + render-and-compare refinement per "
-                                   "image; prints pose, confidence and latency. Exit code 3 when a frame "
-                                   "was rejected (it does not fit the scene).")
+                                   description="One encoder pass, a ranking of candidate poses and a direct "
+                                   "alignment to the field per image; prints pose, confidence and latency. "
+                                   "Exit code 3 when a frame was rejected (it does not fit the scene).")
     register.add_argument("scene_dir", help="a `reconstruct` output folder (holds scene.pt)")
     register.add_argument("images", nargs="+", help="image files")
     register.add_argument("--out", default=None, help="write the poses to this JSON file")

@@ -12,7 +12,7 @@ import pytest
 from geometry_checks import median_sampson_error, sampson_errors_px, sift_matches, fundamental_from_poses
 
 from nvs_ros.core.conventions import c2w_cv_to_gl
-from nvs_ros.io.datasets import describe_formats, detect_format, load_image_set
+from nvs_ros.io.datasets import describe_formats, detect_format, load_for_features, load_image_set
 from nvs_ros.io.dtu import decompose_projections
 from nvs_ros.io.errors import DatasetError
 
@@ -341,3 +341,20 @@ def test_bundled_scene_source():
     assert load_image_set("bundled", max_side=32, views=2).source.startswith("bundled:room/ring")
     with pytest.raises(DatasetError, match="variant"):
         load_image_set("bundled:castle")
+
+
+@needs_data
+def test_features_see_the_same_views_at_a_size_they_can_use():
+    """--init features chains the views trained at 128 px from the stored 640x480 images (at 128
+    px SIFT finds too little on the temple), with the intrinsics of that size."""
+    small = load_image_set(DATA / "middlebury_temple_ring", max_side=128, views=5)
+    larger = load_for_features(DATA / "middlebury_temple_ring", small, views=5)
+    assert larger.names == small.names
+    assert larger.images_NHW3.shape[1:3] == (480, 640)
+    np.testing.assert_allclose(larger.K_N33[:, :2], small.K_N33[:, :2] * 5.0, rtol=1e-3, atol=3.0)
+    np.testing.assert_array_equal(larger.c2w_N44, small.c2w_N44)
+
+
+def test_the_bundled_scene_is_chained_as_it_was_rendered():
+    rendered = load_image_set("bundled:object", max_side=32, views=3)
+    assert load_for_features("bundled:object", rendered, views=3) is rendered
