@@ -14,7 +14,8 @@ complement) refines all poses and points, and observations that still reproject 
 their tracks. A frame PnP cannot place (too few 3D matches) is chained through the essential
 matrix with its best partner, its translation scaled to the previous step's length; a frame that
 cannot be placed is tried again after the pass against every registered frame (the stream may
-have reached it before its neighbours), and otherwise stays unregistered. Poses are up to a
+have reached it before its neighbours: those PnP can place first, one through an essential
+matrix only when none can), and otherwise stays unregistered. Poses are up to a
 similarity; the first camera is the world frame.
 
 Measured here (median relative rotation error over all pairs, chaining alone, on 2 shared and
@@ -22,7 +23,10 @@ busy cores; before these changes: SIFT's default threshold, one partner, no bund
 dtu_scan65 at 400 px, 49 views: 49/49, RRA@5 100%, 0.24 degrees in ~50 s (before: 41/49, 4.3
 degrees in 2 s; pycolmap at 800x600: 0.36); llff_fern at 252 px, 20 views: 0.24 degrees in 4 s
 (before: 0.56); the bundled room ring, 24 views at 128 px: 24/24, 0.29 degrees in 5 s (before:
-4.9, drifting).
+4.9, drifting). At 640 px (`--init features` since 2026-12-03, one core): dtu_scan65 49/49, 0.15
+degrees in ~185 s; llff_fern (504 px) 0.16 degrees in 20 s; middlebury_temple_ring, 16 views not
+in ring order, 16/16, 0.52 degrees, CCA@0.1 100% in 16 s (CCA 6% when the frames left over were
+placed in index order, two of them through an essential matrix).
 """
 
 from dataclasses import dataclass
@@ -78,10 +82,7 @@ def chain_poses(image_set: ImageSet, config: ChainingConfig = ChainingConfig()) 
         if config.bundle_every and since_bundle >= config.bundle_every:
             chain.bundle_adjust()
             since_bundle = 0
-    # a frame the stream passed too early (a scan's row change) may be placed from later neighbours
-    for i in range(1, n):
-        if not chain.registered(i) and chain.register(i, [j for j in range(n) if chain.registered(j)]):
-            since_bundle += 1
+    since_bundle += _place_the_rest(chain)
     if config.bundle_every and since_bundle:
         chain.bundle_adjust()
     registered = np.isfinite(chain.w2c_N44[:, 0, 0])
@@ -90,6 +91,24 @@ def chain_poses(image_set: ImageSet, config: ChainingConfig = ChainingConfig()) 
     sizes = np.tile([image_set.width, image_set.height], (n, 1))
     return CameraEstimates(names=list(image_set.names), c2w_N44=c2w_N44, registered_N=registered,
                            K_N33=image_set.K_N33, sizes_N2=sizes)
+
+
+def _place_the_rest(chain: "_Chain") -> int:
+    """Frames the stream passed too early (a scan's row change, a ring not taken in order),
+    placed from every registered frame; returns how many. By PnP first, sweep after sweep, as
+    each placed frame brings more points; only when no frame left can be placed that way is one
+    chained through an essential matrix, whose translation has no scale of its own (on the
+    temple ring, taken in index order, two frames were chained that way and the views built on
+    them drifted along the ring)."""
+    placed = 0
+    while True:
+        by_pnp = sum(chain.register(i, chain.registered_frames(), essential=False) for i in chain.unregistered_frames())
+        placed += by_pnp
+        if by_pnp:
+            continue
+        if not any(chain.register(i, chain.registered_frames()) for i in chain.unregistered_frames()):
+            return placed
+        placed += 1
 
 
 class _Chain:
@@ -101,20 +120,29 @@ class _Chain:
         self.w2c_N44[0] = np.eye(4)
         self.points_M3 = np.zeros((0, 3))
         self.step_length = 1.0
+        self._verified_pairs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        """(partner, frame) -> their epipolar-consistent matches: a frame left over is matched again."""
 
     def registered(self, i: int) -> bool:
         return bool(np.isfinite(self.w2c_N44[i, 0, 0]))
 
-    def register(self, i: int, candidates: list[int]) -> bool:
+    def registered_frames(self) -> list[int]:
+        return [j for j in range(len(self.frames)) if self.registered(j)]
+
+    def unregistered_frames(self) -> list[int]:
+        return [j for j in range(len(self.frames)) if not self.registered(j)]
+
+    def register(self, i: int, candidates: list[int], essential: bool = True) -> bool:
         """Places frame i from its matches with the registered `candidates` and grows the map with
-        them; False (and nothing changed) where it cannot be placed."""
+        them; False (and nothing changed) where it cannot be placed (by PnP alone where not
+        `essential`)."""
         frames, K_N33, config = self.frames, self.K_N33, self.config
-        partners = _partner_matches(frames, i, candidates, K_N33, config)
+        partners = self._partner_matches(i, candidates)
         if not partners or len(partners[0][2]) < config.min_matches:
             return False
         pose = _pnp(frames, i, partners, self.points_M3, K_N33[i], config)
         j, prev_idx, idx = partners[0]
-        if pose is None:
+        if pose is None and essential:
             pose = _relative(frames[j], frames[i], prev_idx, idx, K_N33[j], K_N33[i], self.w2c_N44[j],
                              self.step_length, config)
         if pose is None:
@@ -130,6 +158,19 @@ class _Chain:
     def bundle_adjust(self) -> None:
         self.points_M3 = _bundle_and_filter(self.frames, self.w2c_N44, self.points_M3, self.K_N33, self.config)
 
+    def _partner_matches(self, i: int, candidates: list[int]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(partner, its keypoint indices, frame i's) for each candidate sharing at least
+        `min_pnp_points` epipolar-consistent matches with frame i, most matches first."""
+        found = [(j, *self._verified(j, i)) for j in candidates]
+        return sorted([m for m in found if len(m[2]) >= self.config.min_pnp_points], key=lambda m: -len(m[2]))
+
+    def _verified(self, j: int, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if (j, i) not in self._verified_pairs:
+            a, b = self.frames[j], self.frames[i]
+            self._verified_pairs[(j, i)] = _verified(a, b, *_match(a, b, self.config), self.K_N33[j], self.K_N33[i],
+                                                     self.config)
+        return self._verified_pairs[(j, i)]
+
 
 def _features(sift: cv2.SIFT, image_HW3: np.ndarray) -> _Frame:
     keypoints, descriptors = sift.detectAndCompute(cv2.cvtColor(image_HW3, cv2.COLOR_RGB2GRAY), None)
@@ -137,15 +178,6 @@ def _features(sift: cv2.SIFT, image_HW3: np.ndarray) -> _Frame:
         return _Frame(np.zeros((0, 2)), np.zeros((0, 128), np.float32), np.zeros(0, np.int64))
     points = np.array([k.pt for k in keypoints], dtype=np.float64)
     return _Frame(points, descriptors, np.full(len(points), -1, dtype=np.int64))
-
-
-def _partner_matches(frames: list[_Frame], i: int, candidates: list[int], K_N33: np.ndarray, config: ChainingConfig
-                     ) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(partner, its keypoint indices, frame i's) for each candidate sharing at least
-    `min_pnp_points` epipolar-consistent matches with frame i, most matches first."""
-    found = [(j, *_verified(frames[j], frames[i], *_match(frames[j], frames[i], config), K_N33[j], K_N33[i], config))
-             for j in candidates]
-    return sorted([m for m in found if len(m[2]) >= config.min_pnp_points], key=lambda m: -len(m[2]))
 
 
 def _match(a: _Frame, b: _Frame, config: ChainingConfig) -> tuple[np.ndarray, np.ndarray]:

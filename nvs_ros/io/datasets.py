@@ -95,7 +95,7 @@ FEATURE_MAX_SIDE = 640
 """Longer side at which `--init features` chains the images (loaded a second time for it: the
 field trains at a fraction of this, and features need the resolution). Measured on
 middlebury_temple_ring, 16 views: at 640 px all 16 chained, RRA@5 100% (median rotation error
-0.9 degrees); at 320 px 5 of 16; at 128 px (its training size) none, nor does pycolmap there."""
+0.5 degrees); at 320 px 12 of 16; at 128 px (its training size) none, nor does pycolmap there."""
 
 
 def load_for_features(source: str | Path, image_set: ImageSet, views: int | None = None,

@@ -1,13 +1,18 @@
 """Pose chaining on an ordered textured stream: accurate on the bundled forward arc, a frame that
-shows nothing usable stays unregistered without breaking the chain, and a frame the stream
-reaches before its neighbours is placed from them afterwards."""
+shows nothing usable stays unregistered without breaking the chain, frames the stream reaches
+before their neighbours are placed from them afterwards, by PnP before any essential matrix."""
+
+import os
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nvs_ros.baselines.feature_chaining import ChainingConfig, chain_poses
-from nvs_ros.core.metrics import rotation_angle_deg
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.evaluation import score_estimates
+
+DATA = Path(os.environ.get("NVS_ROS_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 
 
 def test_an_ordered_textured_stream_is_chained() -> None:
@@ -39,5 +44,23 @@ def test_a_frame_reached_before_its_neighbours_is_placed_from_them() -> None:
     assert metrics["registered"] == 16 and metrics["RRA@15"] == 1.0, metrics
 
 
-def _rotation_error_deg(w2c_N44: np.ndarray, true_N44: np.ndarray) -> np.ndarray:
-    return rotation_angle_deg(w2c_N44[:, :3, :3] @ true_N44[:, :3, :3].transpose(0, 2, 1))
+def test_frames_left_over_are_placed_sweep_after_sweep() -> None:
+    """Three views from the far side of the ring come right after the first three: each can only
+    be placed once a neighbour is, so the frames left over are tried again while any is placed
+    (one sweep in index order left 3 of 16 out: RRA@5 56%, CCA 62%); ~2 s."""
+    ring = load_image_set("bundled", max_side=128, views=16)
+    jumpy = ring.subset([0, 1, 2, 10, 9, 8, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15])
+    metrics = score_estimates(chain_poses(jumpy.without_ground_truth()), jumpy)
+    assert metrics["registered"] == 16 and metrics["RRA@5"] == 1.0 and metrics["CCA@0.1"] == 1.0, metrics
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"shared datasets not found at {DATA}")
+def test_the_temple_ring_is_chained_without_drifting_along_it() -> None:
+    """The temple's 16 views are not in ring order: left over after the first pass, those PnP
+    can place go first. Placed in index order, two went through an essential matrix (no scale of
+    its own) and the centres built on them drifted: CCA@0.1 6%, ATE 0.21 (scene 0.6). Now 100%,
+    ATE 0.004; ~20 s at 640 px."""
+    temple = load_image_set(DATA / "middlebury_temple_ring", max_side=640, views=16)
+    metrics = score_estimates(chain_poses(temple.without_ground_truth()), temple)
+    assert metrics["registered"] == 16 and metrics["RRA@5"] == 1.0, metrics
+    assert metrics["CCA@0.1"] == 1.0 and metrics["ATE"] < 0.02, metrics
