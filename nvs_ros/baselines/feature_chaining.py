@@ -101,14 +101,20 @@ def _place_the_rest(chain: "_Chain") -> int:
     temple ring, taken in index order, two frames were chained that way and the views built on
     them drifted along the ring)."""
     placed = 0
-    while True:
-        by_pnp = sum(chain.register(i, chain.registered_frames(), essential=False) for i in chain.unregistered_frames())
-        placed += by_pnp
-        if by_pnp:
-            continue
-        if not any(chain.register(i, chain.registered_frames()) for i in chain.unregistered_frames()):
-            return placed
-        placed += 1
+    while (newly := _sweep(chain, essential=False)) or (newly := _sweep(chain, essential=True, first_only=True)):
+        placed += newly
+    return placed
+
+
+def _sweep(chain: "_Chain", essential: bool, first_only: bool = False) -> int:
+    """Tries every frame not yet placed against every placed one; returns how many it placed."""
+    placed = 0
+    for i in chain.unregistered_frames():
+        if chain.register(i, chain.registered_frames(), essential):
+            placed += 1
+            if first_only:
+                break
+    return placed
 
 
 class _Chain:
