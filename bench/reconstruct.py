@@ -24,8 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nvs_ros.baselines.colmap_sfm import ColmapConfig, run_colmap
-from nvs_ros.baselines.feature_chaining import chain_poses
-from nvs_ros.cli import KEEP_CHAINED_POSES
+from nvs_ros.cli import KEEP_CHAINED_POSES, initial_poses
 from nvs_ros.core.diffusion import DiffusionConfig
 from nvs_ros.core.orbit_poses import OrbitConfig
 from nvs_ros.core.pose_encoder import PoseEncoderConfig
@@ -83,7 +82,7 @@ def run_set(name: str, budget_s: float, seed: int) -> list[dict]:
     settings = {k: v for k, v in changes.items() if k != "init"}
     if changes.get("init") == "features":
         settings.update(KEEP_CHAINED_POSES)
-    initial = (chain_poses(load_for_features(source, image_set, views=views).without_ground_truth()).c2w_N44
+    initial = (initial_poses("features", image_set, load_for_features(source, image_set, views=views))
                if changes.get("init") == "features" else None)
     metrics = run_reconstruction(image_set, RESULTS / name / "nvs_ros",
                                  config_for_mode(choose_mode(image_set), time_budget_s=budget_s, seed=seed, **settings),

@@ -152,6 +152,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         raise NvsIOError(f"--poses gt needs ground truth, and {args.input} has none")
     mode = choose_mode(image_set, args.mode)
     kept = KEEP_CHAINED_POSES if args.init == "features" else {}
+    feature_set = (load_for_features(args.input, image_set, views=args.views, split=args.split)
+                   if args.init == "features" else None)
     config = config_for_mode(mode, time_budget_s=args.time_budget, iterations=args.iters, poses=args.poses,
                              seed=args.seed, device=args.device, **kept)
     log.info("mode %s (requested: %s)", mode, args.mode)
@@ -167,7 +169,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
         metrics = run_reconstruction(image_set, Path(args.out), config, on_step,
                                      {"command": run_config(args), "init": args.init},
-                                     initial_c2w_N44=initial_poses(args, image_set),
+                                     initial_c2w_N44=initial_poses(args.init, image_set, feature_set),
                                      prior_source=None if args.init in ("none", "features") else "poses file")
     if metrics is not None:
         CONSOLE.print(metrics_table([(f"nvs_ros ({args.poses})", metrics)],
@@ -176,17 +178,17 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
-def initial_poses(args: argparse.Namespace, image_set: ImageSet) -> np.ndarray | None:
-    """--init: none, features (OpenCV pose chaining of the ordered images, at up to
-    FEATURE_MAX_SIDE), or an output folder / poses.json whose poses (matched by image name;
-    missing ones NaN) start the refinement."""
-    init = args.init
+def initial_poses(init: str, image_set: ImageSet, feature_set: ImageSet | None = None) -> np.ndarray | None:
+    """--init: none, features (OpenCV pose chaining of the ordered images, of `feature_set`
+    where given: the same views at a size features can use, io.datasets.load_for_features), or
+    an output folder / poses.json whose poses (matched by image name; missing ones NaN) start
+    the refinement."""
     if init == "none":
         return None
     if init == "features":
         from nvs_ros.baselines.feature_chaining import chain_poses
 
-        feature_set = load_for_features(args.input, image_set, views=args.views, split=args.split)
+        feature_set = image_set if feature_set is None else feature_set
         estimates = chain_poses(feature_set.without_ground_truth())
         placed = int(estimates.registered_N.sum())
         log.info("feature chaining at %dx%d placed %d of %d images", feature_set.width, feature_set.height, placed,

@@ -1,0 +1,37 @@
+"""`reconstruct --init`: a poses file starts the views it names (as bench/robust.py reads one
+back), and `--init features` chains the images loaded for the features, not the training ones."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from nvs_ros.cli import initial_poses
+from nvs_ros.core.camera_estimates import CameraEstimates
+from nvs_ros.io.datasets import load_image_set
+from nvs_ros.io.errors import NvsIOError
+from nvs_ros.io.output_folder import write_output_folder
+
+
+@pytest.fixture(scope="module")
+def arc():
+    return load_image_set("bundled:room:arc", max_side=128, views=8)
+
+
+def test_a_poses_file_starts_the_views_it_names(arc, tmp_path) -> None:
+    named = [0, 2, 3, 5, 6, 7]  # views 1 and 4 are missing from the file
+    given = arc.subset(named)
+    write_output_folder(tmp_path / "given", CameraEstimates(
+        names=list(given.names), c2w_N44=given.c2w_N44, registered_N=np.ones(len(given), dtype=bool),
+        K_N33=given.K_N33, sizes_N2=np.tile([given.width, given.height], (len(given), 1))), {"source": "test"})
+    c2w_N44 = initial_poses(str(tmp_path / "given"), arc)
+    np.testing.assert_allclose(c2w_N44[named], arc.c2w_N44[named], atol=1e-9)
+    assert np.isnan(c2w_N44[[1, 4]]).all()
+
+
+def test_features_are_chained_on_the_set_loaded_for_them(arc) -> None:
+    c2w_N44 = initial_poses("features", arc)
+    assert np.isfinite(c2w_N44).all()
+    blank = dataclasses.replace(arc, images_NHW3=np.full_like(arc.images_NHW3, 128))
+    with pytest.raises(NvsIOError, match="placed only 1 of 8"):
+        initial_poses("features", arc, blank)
