@@ -75,7 +75,7 @@ def load_image_set(source: str | Path, max_side: int | None = None, views: int |
     split: "train", "val" or "test" for NeRF synthetic scenes; other formats have one split,
         "train", and refuse others rather than hand back training views as test views.
     """
-    if isinstance(source, str) and (source == BUNDLED or source.startswith(BUNDLED + ":")):
+    if _is_bundled(source):
         return _load_bundled(source, max_side, views)
     folder = Path(source)
     kind = detect_format(folder)
@@ -103,7 +103,7 @@ def load_for_features(source: str | Path, image_set: ImageSet, views: int | None
     """`image_set`'s views (loaded from `source` with `views` and `split`) at up to
     FEATURE_MAX_SIDE, as stored where that is smaller. The bundled scene has no stored resolution
     (it is rendered on demand, 24 views at 640 px in ~2 minutes): it is chained as it was asked for."""
-    if isinstance(source, str) and (source == BUNDLED or source.startswith(BUNDLED + ":")):
+    if _is_bundled(source):
         return image_set
     larger = load_image_set(source, max_side=max(FEATURE_MAX_SIDE, image_set.width, image_set.height),
                             views=views, split=split)
@@ -111,6 +111,10 @@ def load_for_features(source: str | Path, image_set: ImageSet, views: int | None
         raise DatasetError(f"{source} gave other views at {FEATURE_MAX_SIDE} px than at "
                            f"{image_set.width}x{image_set.height}: {larger.names[:3]}... vs {image_set.names[:3]}...")
     return larger
+
+
+def _is_bundled(source: str | Path) -> bool:
+    return isinstance(source, str) and (source == BUNDLED or source.startswith(BUNDLED + ":"))
 
 
 def _load_bundled(source: str, max_side: int | None, views: int | None) -> ImageSet:
