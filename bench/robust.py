@@ -17,8 +17,8 @@ flipped: nerf_synthetic_chair, 100 views at 64 px, through `run_reconstruction` 
     `nvs-ros reconstruct`, held-out registration included) started from initial poses read from
     a poses file the way `--init PATH` reads it (`nvs_ros.cli.initial_poses`). The file holds the
     ground truth with noise (3 degrees about a random axis, 3% of the ring radius in a random
-    direction), and 20% of the training views (the held-out ones never use their initial pose),
-    drawn with the seed, turned 180 degrees about the world up axis through the scene centre
+    direction), and 20% of the training views (the held-out ones are registered into the
+    finished scene with their initial pose as a prior, since 2026-12-03), drawn with the seed, turned 180 degrees about the world up axis through the scene centre
     (the SparseAGS ambiguity; NeRF synthetic is Z-up around the origin: c2w' = Rz(180) @ c2w).
     A view counts as corrected when its rotation error is <= 15 degrees after aligning the
     registered training cameras to ground truth with a robust Sim(3). Target: >= 90% corrected.

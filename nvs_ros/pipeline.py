@@ -28,7 +28,7 @@ import torch
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.cameras import scale_intrinsics
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices
-from nvs_ros.core.pose_prior import align_to_prior
+from nvs_ros.core.pose_prior import align_to_prior, within_prior_gate
 from nvs_ros.core.metrics import finite_or_none, psnr, ransac_sim3, ssim, umeyama_sim3
 from nvs_ros.core.products import backproject, merge_clouds
 from nvs_ros.core.scene import Scene
@@ -43,6 +43,9 @@ _log = logging.getLogger(__name__)
 
 HOLD_OUT_EVERY = 8
 """Every 8th image (from the first) is held out of training and registered afterwards."""
+PRIOR_AGREEMENT = (0.1, 5.0)
+"""A registered view whose centre lies within this share of the cameras' ring radius of its
+initial pose's, and whose rotation within these degrees, is accepted whatever its confidence."""
 REPORT_TRAINING_VIEWS = 4
 """Training views rendered into views/ and the report next to the held-out ones."""
 
@@ -75,7 +78,7 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     if prior_source is not None and initial is not None:
         use_frame_of(scene, initial, prior_source)
     train_s = time.perf_counter() - started
-    estimates = all_estimates(image_set, registered_later_N, result, scene, config)
+    estimates = all_estimates(image_set, registered_later_N, result, scene, config, initial_c2w_N44)
     register_s = time.perf_counter() - started - train_s
     metrics = score_estimates(estimates, image_set) if image_set.has_ground_truth else None
     info = {"estimator": "nvs_ros generative lifting" + (" (oracle: ground-truth poses)" if config.poses == "gt" else ""),
@@ -133,10 +136,11 @@ def held_out_mask(count: int, every: int) -> np.ndarray:
 
 
 def all_estimates(image_set: ImageSet, held_out_N: np.ndarray, result: ReconstructionResult, scene: Scene,
-                  config: TrainerConfig) -> CameraEstimates:
+                  config: TrainerConfig, initial_c2w_N44: np.ndarray | None = None) -> CameraEstimates:
     """Cameras of every image: trained ones from the reconstruction, the others (`held_out_N`:
     held out, or without an initial pose) registered into the scene (rejected ones
-    unregistered); the oracle maps the held-out ground truth into the scene's gauge instead."""
+    unregistered); the oracle maps the held-out ground truth into the scene's gauge instead.
+    A registered view's initial pose (NaN rows: none) is its prior (`held_out_priors`)."""
     n = len(image_set)
     c2w_N44 = np.full((n, 4, 4), np.nan)
     registered_N = np.zeros(n, dtype=bool)
@@ -152,9 +156,17 @@ def all_estimates(image_set: ImageSet, held_out_N: np.ndarray, result: Reconstru
         registered_N[held] = True
         confidence_N[held] = 1.0
     elif len(held):
-        registration = scene.register(image_set.images_NHW3[held], image_set.K_N33[held])
+        prior_M44 = (None if initial_c2w_N44 is None
+                     else held_out_priors(scene.c2w_N44, initial_c2w_N44, held_out_N))
+        registration = scene.register(image_set.images_NHW3[held], image_set.K_N33[held],
+                                      None if prior_M44 is None else scene.to_output(prior_M44))
         accepted = registration.accepted_B.cpu().numpy()
         c2w_N44[held] = registration.c2w_B44.double().cpu().numpy()
+        if prior_M44 is not None:
+            confirmed = confirmed_by_prior(scene.c2w_N44, c2w_N44[held], prior_M44) & ~accepted
+            if confirmed.any():
+                _log.info("held-out views: %d accepted as their initial poses confirm them", int(confirmed.sum()))
+            accepted = accepted | confirmed
         c2w_N44[held[~accepted]] = np.nan
         registered_N[held] = accepted
         confidence_N[held] = registration.confidence_B.cpu().numpy()
@@ -162,6 +174,32 @@ def all_estimates(image_set: ImageSet, held_out_N: np.ndarray, result: Reconstru
     sizes_N2 = np.tile([image_set.width, image_set.height], (n, 1))
     return CameraEstimates(names=list(image_set.names), c2w_N44=c2w_N44, registered_N=registered_N,
                            K_N33=image_set.K_N33, sizes_N2=sizes_N2, confidence_N=confidence_N)
+
+
+def held_out_priors(trained_c2w_M44: np.ndarray, initial_c2w_N44: np.ndarray, held_out_N: np.ndarray
+                    ) -> np.ndarray | None:
+    """The initial poses of the `held_out_N` views in the gauge of the trained views' poses
+    (`trained_c2w_M44`, the other views in order; NaN rows: none), through the similarity that
+    maps the trained views onto their initial poses; None when none has one or no
+    similarity is fixed. A poses file's held-out views keep their given poses, and with
+    `--init features` the chain placed the held-out images too (from their features alone, the
+    field never sees them)."""
+    held = initial_c2w_N44[held_out_N]
+    if not np.isfinite(held).all(axis=(1, 2)).any():
+        return None
+    alignment = align_to_prior(trained_c2w_M44, initial_c2w_N44[~held_out_N], "initial poses")
+    return None if alignment is None else alignment.to_prior.inverse().apply_c2w(held)
+
+
+def confirmed_by_prior(trained_c2w_N44: np.ndarray, c2w_M44: np.ndarray, prior_M44: np.ndarray) -> np.ndarray:
+    """(M,) bool: registered poses that land within PRIOR_AGREEMENT of their priors (all in the
+    gauge of the trained views' poses, whose ring radius sets the offset): two independent
+    sources agree, so the frame belongs even where the field's contrast alone would not accept
+    it (a room looks alike from many poses)."""
+    centres_N3 = trained_c2w_N44[:, :3, 3]
+    radius = float(np.linalg.norm(centres_N3 - centres_N3.mean(axis=0), axis=1).mean())
+    max_offset_fraction, max_turn_deg = PRIOR_AGREEMENT
+    return within_prior_gate(c2w_M44, prior_M44, max_offset_fraction * radius, max_turn_deg)
 
 
 def write_cloud(path: Path, scene: Scene) -> int:

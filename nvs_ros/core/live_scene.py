@@ -32,8 +32,7 @@ import torch
 from nvs_ros.core.appearance import thumbnails
 from nvs_ros.core.cameras import scale_intrinsics
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices, resize_images
-from nvs_ros.core.metrics import rotation_angle_deg
-from nvs_ros.core.pose_prior import PriorAlignment, align_to_prior
+from nvs_ros.core.pose_prior import PriorAlignment, align_to_prior, within_prior_gate
 from nvs_ros.core.products import point_cloud
 from nvs_ros.core.refine import JointRefinement
 from nvs_ros.core.scene import Scene
@@ -409,9 +408,7 @@ class LiveScene:
         radius = float(np.linalg.norm(centres_N3 - centres_N3.mean(axis=0), axis=1).mean())
         residual = float(np.nanmedian(self._alignment.centre_residual_N))
         gate = max(self.config.max_prior_offset * radius, PRIOR_GATE_RESIDUALS * residual)
-        offset = float(np.linalg.norm(c2w_44[:3, 3] - prior_c2w_44[:3, 3]))
-        turn_deg = float(rotation_angle_deg((c2w_44[:3, :3].T @ prior_c2w_44[:3, :3])[None])[0])
-        return offset <= gate and turn_deg <= self.config.max_prior_turn_deg
+        return bool(within_prior_gate(c2w_44[None], prior_c2w_44[None], gate, self.config.max_prior_turn_deg)[0])
 
     @property
     def scene(self) -> Scene | None:

@@ -58,6 +58,18 @@ def align_to_prior(c2w_N44: np.ndarray, prior_c2w_N44: np.ndarray, scale_source:
     return PriorAlignment(to_prior, inlier_N, rotation_N, centre_N, scale_source)
 
 
+def within_prior_gate(c2w_N44: np.ndarray, prior_c2w_N44: np.ndarray, max_offset: float,
+                      max_turn_deg: float) -> np.ndarray:
+    """(N,) bool: poses whose centre lies within `max_offset` of their prior's and whose rotation
+    is within `max_turn_deg` of it (both in the priors' frame; False where a prior is NaN)."""
+    c2w_N44, prior_c2w_N44 = np.asarray(c2w_N44, np.float64), np.asarray(prior_c2w_N44, np.float64)
+    known_N = np.isfinite(prior_c2w_N44).all(axis=(1, 2)) & np.isfinite(c2w_N44).all(axis=(1, 2))
+    offset_N = np.linalg.norm(np.nan_to_num(c2w_N44[:, :3, 3] - prior_c2w_N44[:, :3, 3], nan=np.inf), axis=1)
+    turn_N = rotation_angle_deg(np.swapaxes(np.nan_to_num(c2w_N44[:, :3, :3]), 1, 2)
+                                @ np.nan_to_num(prior_c2w_N44[:, :3, :3]))
+    return known_N & (offset_N <= max_offset) & (turn_N <= max_turn_deg)
+
+
 def _fit(c2w_N44: np.ndarray, prior_c2w_N44: np.ndarray, use_N: np.ndarray, min_baseline: float) -> Sim3 | None:
     if use_N.sum() < 2:
         return None

@@ -3,7 +3,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from nvs_ros.core.metrics import Sim3, rotation_angle_deg
-from nvs_ros.core.pose_prior import align_to_prior
+from nvs_ros.core.pose_prior import align_to_prior, within_prior_gate
 
 
 def straight_drive(n: int = 10) -> np.ndarray:
@@ -81,3 +81,15 @@ def test_sim3_inverse_undoes_it():
     _, gauge = into_scene_gauge(straight_drive())
     points = np.random.default_rng(1).normal(size=(5, 3))
     np.testing.assert_allclose(gauge.inverse().apply_points(gauge.apply_points(points)), points, atol=1e-12)
+
+
+def test_the_gate_takes_poses_near_their_priors_and_no_pose_without_one() -> None:
+    prior_N44 = np.repeat(np.eye(4)[None], 4, axis=0)
+    c2w_N44 = prior_N44.copy()
+    c2w_N44[1, :3, 3] = [0.05, 0.0, 0.0]  # near
+    c2w_N44[2, :3, 3] = [0.5, 0.0, 0.0]  # too far
+    c2w_N44[3, :3, :3] = Rotation.from_euler("z", 10.0, degrees=True).as_matrix()  # turned too much
+    gate_N = within_prior_gate(c2w_N44, prior_N44, max_offset=0.1, max_turn_deg=5.0)
+    assert gate_N.tolist() == [True, True, False, False]
+    prior_N44[0] = np.nan
+    assert not within_prior_gate(c2w_N44, prior_N44, 0.1, 5.0)[0]

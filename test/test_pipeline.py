@@ -1,0 +1,36 @@
+"""nvs_ros.pipeline: the initial poses of the views registered after training become their
+priors in the trained scene's gauge, and a registration that lands on its prior is confirmed."""
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from nvs_ros.core.metrics import Sim3
+from nvs_ros.io.datasets import load_image_set
+from nvs_ros.pipeline import confirmed_by_prior, held_out_priors
+
+GAUGE = load_image_set("bundled", max_side=16, views=12).c2w_N44
+"""A ring of 12 cameras: 10 trained, views 0 and 6 held out."""
+HELD_OUT = np.isin(np.arange(12), [0, 6])
+TO_FILE = Sim3(2.5, Rotation.from_euler("xyz", [10.0, -20.0, 35.0], degrees=True).as_matrix(),
+               np.array([1.0, -2.0, 3.0]))
+"""From the scene's gauge to the frame of the initial poses (another scale, orientation, origin)."""
+
+
+def test_held_out_views_get_their_initial_poses_in_the_scene_gauge() -> None:
+    initial = TO_FILE.apply_c2w(GAUGE)
+    initial[6] = np.nan  # no initial pose for this one
+    priors = held_out_priors(GAUGE[~HELD_OUT], initial, HELD_OUT)
+    np.testing.assert_allclose(priors[0], GAUGE[0], atol=1e-9)
+    assert np.isnan(priors[1]).all()
+    initial[0] = np.nan
+    assert held_out_priors(GAUGE[~HELD_OUT], initial, HELD_OUT) is None
+
+
+def test_a_registration_is_confirmed_only_where_it_lands_on_its_prior() -> None:
+    near, turned, moved = GAUGE[0].copy(), GAUGE[0].copy(), GAUGE[0].copy()
+    near[:3, 3] += 0.02
+    turned[:3, :3] = turned[:3, :3] @ Rotation.from_euler("y", 8.0, degrees=True).as_matrix()
+    moved[:3, 3] *= 1.3
+    confirmed = confirmed_by_prior(GAUGE[~HELD_OUT], np.stack([near, turned, moved, near]),
+                                   np.stack([GAUGE[0], GAUGE[0], GAUGE[0], np.full((4, 4), np.nan)]))
+    assert confirmed.tolist() == [True, False, False, False]
