@@ -196,7 +196,7 @@ def confirmed_by_prior(trained_c2w_N44: np.ndarray, c2w_M44: np.ndarray, prior_M
     gauge of the trained views' poses, whose ring radius sets the offset): two independent
     sources agree, so the frame belongs even where the field's contrast alone would not accept
     it (a room looks alike from many poses)."""
-    centres_N3 = trained_c2w_N44[:, :3, 3]
+    centres_N3 = trained_c2w_N44[np.isfinite(trained_c2w_N44).all(axis=(1, 2)), :3, 3]
     radius = float(np.linalg.norm(centres_N3 - centres_N3.mean(axis=0), axis=1).mean())
     max_offset_fraction, max_turn_deg = PRIOR_AGREEMENT
     return within_prior_gate(c2w_M44, prior_M44, max_offset_fraction * radius, max_turn_deg)

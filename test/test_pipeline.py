@@ -34,3 +34,6 @@ def test_a_registration_is_confirmed_only_where_it_lands_on_its_prior() -> None:
     confirmed = confirmed_by_prior(GAUGE[~HELD_OUT], np.stack([near, turned, moved, near]),
                                    np.stack([GAUGE[0], GAUGE[0], GAUGE[0], np.full((4, 4), np.nan)]))
     assert confirmed.tolist() == [True, False, False, False]
+    trained = GAUGE[~HELD_OUT].copy()
+    trained[3] = np.nan  # a view taken out as an outlier has no pose
+    assert confirmed_by_prior(trained, near[None], GAUGE[:1]).tolist() == [True]
