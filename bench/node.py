@@ -9,8 +9,9 @@ publishes rgb8 frames of the bundled scene (a slow pan over rendered views) + Ca
 given rate, samples the node's resident memory (VmRSS) every second, and reads the node's own
 callback timing (conversion + keyframe check, measured inside the callback) and scene status
 from /diagnostics, the tracking of frames between keyframes among it (registration time, and
-hand-over to pose: the wait for the end of a training slice plus the registration). End to end, it times from the first published image to the first map TF
-and the first non-empty point cloud it receives. Prints a table and writes
+hand-over to pose: the wait for the end of a training slice plus the registration). End to end,
+it times from the first published image to the first map TF and the first non-empty point cloud
+it receives. Prints a table and writes
 bench/results/node/node_<duration>s.json.
 """
 

@@ -80,10 +80,10 @@ def run_set(name: str, budget_s: float, seed: int) -> list[dict]:
     rows = []
     started = time.perf_counter()
     settings = {k: v for k, v in changes.items() if k != "init"}
+    initial = None
     if changes.get("init") == "features":
         settings.update(KEEP_CHAINED_POSES)
-    initial = (initial_poses("features", image_set, load_for_features(source, image_set, views=views))
-               if changes.get("init") == "features" else None)
+        initial = initial_poses("features", image_set, load_for_features(source, image_set, views=views))
     metrics = run_reconstruction(image_set, RESULTS / name / "nvs_ros",
                                  config_for_mode(choose_mode(image_set), time_budget_s=budget_s, seed=seed, **settings),
                                  run_info={"bench": name, "variant": variant}, initial_c2w_N44=initial)

@@ -151,9 +151,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     if args.poses == "gt" and not image_set.has_ground_truth:
         raise NvsIOError(f"--poses gt needs ground truth, and {args.input} has none")
     mode = choose_mode(image_set, args.mode)
-    kept = KEEP_CHAINED_POSES if args.init == "features" else {}
-    feature_set = (load_for_features(args.input, image_set, views=args.views, split=args.split)
-                   if args.init == "features" else None)
+    kept, feature_set = {}, None
+    if args.init == "features":
+        kept = KEEP_CHAINED_POSES
+        feature_set = load_for_features(args.input, image_set, views=args.views, split=args.split)
     config = config_for_mode(mode, time_budget_s=args.time_budget, iterations=args.iters, poses=args.poses,
                              seed=args.seed, device=args.device, **kept)
     log.info("mode %s (requested: %s)", mode, args.mode)

@@ -75,7 +75,7 @@ class Scene:
         `prior_c2w_N44`: a prior pose per frame in the output frame (NaN rows: none), tried
         next to the encoder's candidates."""
         device = self.engine.field.grid.device
-        images = torch.from_numpy(np.ascontiguousarray(images_NHW3)).float().div(255.0).to(device)
+        images = _image_tensor(images_NHW3, device)
         K = torch.as_tensor(K_N33, dtype=torch.float32, device=device)
         prior = None if prior_c2w_N44 is None else torch.as_tensor(self.from_output(prior_c2w_N44),
                                                                     dtype=torch.float32, device=device)
@@ -173,5 +173,10 @@ def _typed(hint: typing.Any, value: typing.Any) -> typing.Any:
 
 
 def _as_views(images_NHW3: np.ndarray, K_N33: np.ndarray, size: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    images = torch.from_numpy(np.ascontiguousarray(images_NHW3)).float().div(255.0).to(device)
-    return cameras.resize_views(images, torch.as_tensor(K_N33, dtype=torch.float32, device=device), size)
+    return cameras.resize_views(_image_tensor(images_NHW3, device),
+                                torch.as_tensor(K_N33, dtype=torch.float32, device=device), size)
+
+
+def _image_tensor(images_NHW3: np.ndarray, device: torch.device) -> Tensor:
+    """uint8 RGB images as float (N, H, W, 3) in [0, 1] on `device`."""
+    return torch.from_numpy(np.ascontiguousarray(images_NHW3)).float().div(255.0).to(device)
