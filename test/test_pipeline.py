@@ -1,12 +1,19 @@
 """nvs_ros.pipeline: the initial poses of the views registered after training become their
 priors in the trained scene's gauge, and a registration that lands on its prior is confirmed."""
 
+from dataclasses import replace
+
 import numpy as np
+import torch
 from scipy.spatial.transform import Rotation
+from tiny_engine import TINY
 
 from nvs_ros.core.metrics import Sim3
+from nvs_ros.core.refine import RefineConfig
+from nvs_ros.core.scene import Scene
+from nvs_ros.core.trainer import reconstruct
 from nvs_ros.io.datasets import load_image_set
-from nvs_ros.pipeline import confirmed_by_prior, held_out_priors
+from nvs_ros.pipeline import all_estimates, confirmed_by_prior, held_out_priors
 
 GAUGE = load_image_set("bundled", max_side=16, views=12).c2w_N44
 """A ring of 12 cameras: 10 trained, views 0 and 6 held out."""
@@ -37,3 +44,24 @@ def test_a_registration_is_confirmed_only_where_it_lands_on_its_prior() -> None:
     trained = GAUGE[~HELD_OUT].copy()
     trained[3] = np.nan  # a view taken out as an outlier has no pose
     assert confirmed_by_prior(trained, near[None], GAUGE[:1]).tolist() == [True]
+
+
+def test_a_held_out_view_is_registered_from_its_initial_pose_and_confirmed_by_it() -> None:
+    """A tiny scene started from its known poses, whose registration accepts nothing on
+    confidence alone (min_confidence above 1): the held-out view is accepted only when its
+    initial pose is given, and then lands on it; ~20 s."""
+    torch.set_num_threads(1)
+    views = load_image_set("bundled:object", max_side=32, views=9)
+    held_out_N = np.arange(9) == 4
+    train = views.subset(np.flatnonzero(~held_out_N))
+    config = replace(TINY, iterations=600, polish_fraction=0.0)
+    result = reconstruct(train.without_ground_truth(), config, initial_c2w_N44=TO_FILE.apply_c2w(train.c2w_N44))
+    scene = Scene.from_training(result.engine, config, train.names, train.images_NHW3, train.K_N33, result.c2w_N44,
+                                refine=RefineConfig(min_confidence=1.01))
+    without = all_estimates(views, held_out_N, result, scene, config)
+    assert not without.registered_N[4]
+    initial = TO_FILE.apply_c2w(views.c2w_N44)
+    with_prior = all_estimates(views, held_out_N, result, scene, config, initial)
+    assert with_prior.registered_N[4]
+    prior = held_out_priors(scene.c2w_N44, initial, held_out_N)[0]
+    assert confirmed_by_prior(scene.c2w_N44, with_prior.c2w_N44[4:5], prior[None])[0]
