@@ -151,12 +151,11 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     if args.poses == "gt" and not image_set.has_ground_truth:
         raise NvsIOError(f"--poses gt needs ground truth, and {args.input} has none")
     mode = choose_mode(image_set, args.mode)
-    kept, feature_set = {}, None
-    if args.init == "features":
-        kept = KEEP_CHAINED_POSES
-        feature_set = load_for_features(args.input, image_set, views=args.views, split=args.split)
+    init = "none" if args.poses == "gt" else args.init  # the oracle's poses are the ground truth's
+    initial_c2w_N44, settings = starting_poses(init, args.input, image_set, views=args.views, split=args.split)
+    started_from = pose_source(init, initial_c2w_N44)
     config = config_for_mode(mode, time_budget_s=args.time_budget, iterations=args.iters, poses=args.poses,
-                             seed=args.seed, device=args.device, **kept)
+                             seed=args.seed, device=args.device, **settings)
     log.info("mode %s (requested: %s)", mode, args.mode)
     log.info("%d views at %dx%d from %s", len(image_set), image_set.width, image_set.height, image_set.source)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -169,9 +168,9 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                 progress.update(task, completed=state.fraction, description=state.phase, loss=state.loss)
 
         metrics = run_reconstruction(image_set, Path(args.out), config, on_step,
-                                     {"command": run_config(args), "init": args.init},
-                                     initial_c2w_N44=initial_poses(args.init, image_set, feature_set),
-                                     prior_source=None if args.init in ("none", "features") else "poses file")
+                                     {"command": run_config(args), "init": init, "initial_poses": started_from},
+                                     initial_c2w_N44=initial_c2w_N44,
+                                     prior_source="poses file" if started_from == "poses file" else None)
     if metrics is not None:
         CONSOLE.print(metrics_table([(f"nvs_ros ({args.poses})", metrics)],
                                     title=f"Pose accuracy on {image_set.source}"))
@@ -179,25 +178,38 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def starting_poses(init: str, source: str | Path, image_set: ImageSet, views: int | None = None,
+                   split: str = "train") -> tuple[np.ndarray | None, dict]:
+    """--init resolved for `image_set` loaded from `source`: the initial poses (None: learnt from
+    the images) and the trainer settings that go with them (chained poses are kept as they are)."""
+    feature_set = (load_for_features(source, image_set, views=views, split=split)
+                   if init in ("auto", "features") else None)
+    initial_c2w_N44 = initial_poses(init, image_set, feature_set)
+    return initial_c2w_N44, trainer_settings(init, initial_c2w_N44)
+
+
+def trainer_settings(init: str, initial_c2w_N44: np.ndarray | None) -> dict:
+    """What the trainer changes for these initial poses: chained ones are kept as they are."""
+    return KEEP_CHAINED_POSES if pose_source(init, initial_c2w_N44) == "features" else {}
+
+
+def pose_source(init: str, initial_c2w_N44: np.ndarray | None) -> str:
+    """Where the initial poses came from: none (learnt), features, or poses file."""
+    if initial_c2w_N44 is None:
+        return "none"
+    return "features" if init in ("auto", "features") else "poses file"
+
+
 def initial_poses(init: str, image_set: ImageSet, feature_set: ImageSet | None = None) -> np.ndarray | None:
-    """--init: none, features (OpenCV pose chaining of the ordered images, of `feature_set`
-    where given: the same views at a size features can use, io.datasets.load_for_features), or
-    an output folder / poses.json whose poses (matched by image name; missing ones NaN) start
-    the refinement."""
+    """--init: none; features (OpenCV pose chaining of the ordered images, of `feature_set`
+    where given: the same views at a size features can use, io.datasets.load_for_features); auto
+    (the chained poses where they place at least half of the images, else none); or an output
+    folder / poses.json whose poses (matched by image name; missing ones NaN) start the
+    refinement."""
     if init == "none":
         return None
-    if init == "features":
-        from nvs_ros.baselines.feature_chaining import chain_poses
-
-        feature_set = image_set if feature_set is None else feature_set
-        estimates = chain_poses(feature_set.without_ground_truth())
-        placed = int(estimates.registered_N.sum())
-        log.info("feature chaining at %dx%d placed %d of %d images", feature_set.width, feature_set.height, placed,
-                 len(image_set))
-        if placed < len(image_set) // 2:
-            raise NvsIOError(f"feature chaining placed only {placed} of {len(image_set)} images (too little "
-                             "texture or resolution for features): try --init none")
-        return estimates.c2w_N44
+    if init in ("auto", "features"):
+        return _chained_poses(image_set if feature_set is None else feature_set, required=init == "features")
     path = Path(init)
     estimates = read_poses(path.parent if path.suffix == ".json" else path)
     by_name = {name: i for i, name in enumerate(estimates.names)}
@@ -208,6 +220,23 @@ def initial_poses(init: str, image_set: ImageSet, feature_set: ImageSet | None =
     log.info("initial poses for %d of %d images from %s", int(np.isfinite(c2w_N44[:, 0, 0]).sum()),
              len(image_set), path)
     return c2w_N44
+
+
+def _chained_poses(feature_set: ImageSet, required: bool) -> np.ndarray | None:
+    """The chained poses (NaN where a view is not placed), or None (`required`: an error) where
+    fewer than half of the views are placed: too little texture or resolution for features."""
+    from nvs_ros.baselines.feature_chaining import chain_poses
+
+    estimates = chain_poses(feature_set.without_ground_truth())
+    placed, n = int(estimates.registered_N.sum()), len(feature_set)
+    log.info("feature chaining at %dx%d placed %d of %d images", feature_set.width, feature_set.height, placed, n)
+    if placed >= max(2, n // 2):
+        return estimates.c2w_N44
+    if required:
+        raise NvsIOError(f"feature chaining placed only {placed} of {n} images (too little texture or "
+                         "resolution for features): try --init none")
+    log.info("too few placed to start from: the poses are learnt from the images alone")
+    return None
 
 
 def run_register(args: argparse.Namespace) -> int:
@@ -316,11 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "loader's hint, else from image overlap (default: auto)")
     rec.add_argument("--poses", choices=["estimate", "gt"], default="estimate",
                      help="gt: oracle run with the ground-truth poses, to measure the gap (default: estimate)")
-    rec.add_argument("--init", default="none", metavar="none|features|POSES",
+    rec.add_argument("--init", default="auto", metavar="auto|none|features|POSES",
                      help="initial poses instead of learning them: 'features' chains OpenCV features "
-                     "through the ordered images (textured streams); a folder or poses.json (e.g. "
-                     "odometry, matched by image name) is refined as given, and its frame and scale are "
-                     "those of the products (default: none)")
+                     "through the images (textured captures) and keeps them; 'auto' does so where the "
+                     "chain places at least half of the images and otherwise learns the poses from the "
+                     "images alone, as 'none' always does; a folder or poses.json (e.g. odometry, matched "
+                     "by image name) is refined as given, and its frame and scale are those of the "
+                     "products (default: auto)")
     rec.set_defaults(run=run_reconstruct)
 
     register = commands.add_parser("register", help="pose new images in a reconstructed scene",

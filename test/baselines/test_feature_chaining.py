@@ -1,6 +1,7 @@
 """Pose chaining on an ordered textured stream: accurate on the bundled forward arc, a frame that
 shows nothing usable stays unregistered without breaking the chain, frames the stream reaches
-before their neighbours are placed from them afterwards, by PnP before any essential matrix."""
+before their neighbours are placed from them afterwards, by PnP before any essential matrix, and
+a frame whose partners do not confirm its pose is left out."""
 
 import os
 from pathlib import Path
@@ -8,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nvs_ros.baselines.feature_chaining import ChainingConfig, chain_poses
+from scipy.spatial.transform import Rotation
+
+from nvs_ros.baselines.feature_chaining import ChainingConfig, _build_chain, chain_poses
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.evaluation import score_estimates
 
@@ -52,6 +55,29 @@ def test_frames_left_over_are_placed_sweep_after_sweep() -> None:
     jumpy = ring.subset([0, 1, 2, 10, 9, 8, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15])
     metrics = score_estimates(chain_poses(jumpy.without_ground_truth()), jumpy)
     assert metrics["registered"] == 16 and metrics["RRA@5"] == 1.0 and metrics["CCA@0.1"] == 1.0, metrics
+
+
+def test_a_frame_its_partners_do_not_confirm_is_left_out() -> None:
+    """A pose turned 10 degrees about its own centre no longer explains the matches it shares
+    with its partners, and only that frame loses their confirmation."""
+    stream = load_image_set("bundled:room:arc", max_side=128, views=12).without_ground_truth()
+    chain = _build_chain(stream, ChainingConfig())
+    assert chain.confirmed_frames().all()
+    c2w_44 = np.linalg.inv(chain.w2c_N44[5])
+    c2w_44[:3, :3] = Rotation.from_euler("y", 10, degrees=True).as_matrix() @ c2w_44[:3, :3]
+    chain.w2c_N44[5] = np.linalg.inv(c2w_44)
+    assert chain.confirmed_frames().tolist() == [True] * 5 + [False] + [True] * 6
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"shared datasets not found at {DATA}")
+def test_views_in_no_order_wait_for_pnp_instead_of_an_essential_matrix() -> None:
+    """NeRF chair's views are scattered over the sphere in no order: a frame PnP cannot place
+    yet waits for the leftover sweeps. Chaining such frames through essential matrices as they
+    came (translation without scale, each from one partner) gave 50 placed, RRA@15 32%, CCA@0.1
+    0%; now 50, 100%, 100%; ~25 s at 400 px."""
+    chair = load_image_set(DATA / "nerf_synthetic_chair", max_side=400, views=50)
+    metrics = score_estimates(chain_poses(chair.without_ground_truth()), chair)
+    assert metrics["registered"] == 50 and metrics["RRA@15"] == 1.0 and metrics["CCA@0.1"] == 1.0, metrics
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"shared datasets not found at {DATA}")

@@ -1,12 +1,13 @@
 """`reconstruct --init`: a poses file starts the views it names (as bench/robust.py reads one
-back), and `--init features` chains the images loaded for the features, not the training ones."""
+back), `--init features` chains the images loaded for the features, not the training ones, and
+`--init auto` (the default) starts from the chain only where it places half of the views."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 
-from nvs_ros.cli import initial_poses
+from nvs_ros.cli import KEEP_CHAINED_POSES, initial_poses, starting_poses
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.errors import NvsIOError
@@ -33,5 +34,18 @@ def test_features_are_chained_on_the_set_loaded_for_them(arc) -> None:
     c2w_N44 = initial_poses("features", arc)
     assert np.isfinite(c2w_N44).all()
     blank = dataclasses.replace(arc, images_NHW3=np.full_like(arc.images_NHW3, 128))
-    with pytest.raises(NvsIOError, match="placed only 1 of 8"):
+    with pytest.raises(NvsIOError, match="placed only 0 of 8"):
         initial_poses("features", arc, blank)
+
+
+def test_auto_starts_from_the_chain_where_it_places_half_of_the_views(arc) -> None:
+    c2w_N44, settings = starting_poses("auto", "bundled:room:arc", arc)
+    assert np.isfinite(c2w_N44).all() and settings == KEEP_CHAINED_POSES
+    np.testing.assert_allclose(c2w_N44, initial_poses("features", arc), atol=1e-9)
+
+
+def test_auto_learns_the_poses_where_the_chain_places_too_few(arc) -> None:
+    blank = dataclasses.replace(arc, images_NHW3=np.full_like(arc.images_NHW3, 128))
+    assert initial_poses("auto", arc, blank) is None
+    plain = load_image_set("bundled:object", max_side=64, views=8)  # white background, no texture
+    assert starting_poses("auto", "bundled:object", plain) == (None, {})
