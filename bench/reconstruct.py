@@ -84,14 +84,15 @@ def run_set(name: str, budget_s: float, seed: int) -> list[dict]:
     started = time.perf_counter()
     init = changes.get("init", "auto")
     initial, settings = starting_poses(init, source, image_set, views=views)
+    started_from = pose_source(init, initial)
     settings.update({k: v for k, v in changes.items() if k != "init"})
     metrics = run_reconstruction(image_set, RESULTS / name / "nvs_ros",
                                  config_for_mode(choose_mode(image_set), time_budget_s=budget_s, seed=seed, **settings),
                                  run_info={"bench": name, "variant": variant, "init": init,
-                                           "initial_poses": pose_source(init, initial)},
+                                           "initial_poses": started_from},
                                  initial_c2w_N44=initial)
     rows.append({"set": name, "method": "nvs_ros" + (f" ({variant})" if variant else
-                                                     f" (initial poses: {pose_source(init, initial)})"), **metrics,
+                                                     f" (initial poses: {started_from})"), **metrics,
                  "time_s": time.perf_counter() - started})
     if variant:  # the baseline row is the base set's
         return _finish(name, image_set, rows, budget_s)

@@ -213,18 +213,19 @@ def run_outliers_auto(budget_s: float, seed: int, runs: tuple[str, ...] = OUTLIE
         image_set, feature_set, is_foreign_N = sets[run]
         started = time.perf_counter()
         initial_N44 = initial_poses("auto", image_set, feature_set)
+        started_from = pose_source("auto", initial_N44)
         config = config_for_mode("360", time_budget_s=budget_s, seed=seed, **trainer_settings("auto", initial_N44))
         out_dir = RESULTS / "outliers-auto" / run
         pipeline.run_reconstruction(image_set, out_dir, config, initial_c2w_N44=initial_N44,
                                     run_info={"bench": "robust outliers-auto", "run": run,
-                                              "initial_poses": pose_source("auto", initial_N44)})
+                                              "initial_poses": started_from})
         seconds = time.perf_counter() - started
         estimates = read_poses(out_dir)
         chair_i = np.flatnonzero(~is_foreign_N)
         metrics = evaluate_poses(estimates.c2w_N44[chair_i], estimates.registered_N[chair_i], chair.c2w_N44)
         unregistered_N = ~estimates.registered_N
         rows.append({"scenario": "outliers-auto", "run": run, "seed": seed, "views": len(image_set),
-                     "initial_poses": pose_source("auto", initial_N44),
+                     "initial_poses": started_from,
                      "chained": int(np.isfinite(initial_N44).all(axis=(1, 2)).sum()) if initial_N44 is not None else 0,
                      "foreign_flagged": int(unregistered_N[is_foreign_N].sum()) if is_foreign_N.any() else None,
                      "foreign": int(is_foreign_N.sum()), "chair_flagged": int(unregistered_N[chair_i].sum()),

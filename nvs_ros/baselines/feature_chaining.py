@@ -39,8 +39,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 from nvs_ros.core.camera_estimates import CameraEstimates
+from nvs_ros.core.cameras import hat
 from nvs_ros.baselines.bundle_adjustment import bundle_adjust, reprojection_errors
 from nvs_ros.core.image_set import ImageSet
 
@@ -210,9 +212,9 @@ class _Chain:
         the epipolar geometry the chained poses of j and i give."""
         relative = self.w2c_N44[i] @ np.linalg.inv(self.w2c_N44[j])
         t_3 = relative[:3, 3] / max(float(np.linalg.norm(relative[:3, 3])), 1e-12)
-        E_33 = np.cross(np.eye(3), t_3) @ relative[:3, :3]  # [t]x R
-        a = cv2.undistortPoints(self.frames[j].keypoints_P2[j_idx][:, None], self.K_N33[j], None)[:, 0]
-        b = cv2.undistortPoints(self.frames[i].keypoints_P2[i_idx][:, None], self.K_N33[i], None)[:, 0]
+        E_33 = hat(torch.from_numpy(t_3)[None])[0].numpy() @ relative[:3, :3]
+        a = _normalised(self.frames[j], j_idx, self.K_N33[j])
+        b = _normalised(self.frames[i], i_idx, self.K_N33[i])
         a_P3, b_P3 = np.c_[a, np.ones(len(a))], np.c_[b, np.ones(len(b))]
         line_b_P3, line_a_P3 = a_P3 @ E_33.T, b_P3 @ E_33
         squared = (b_P3 * line_b_P3).sum(1) ** 2 / np.maximum(
@@ -263,8 +265,7 @@ def _verified(a: _Frame, b: _Frame, a_idx: np.ndarray, b_idx: np.ndarray, K_a: n
     survivors between distant views are wrong, and would drown PnP's inliers."""
     if len(a_idx) < config.min_pnp_points:
         return a_idx[:0], b_idx[:0]
-    a_n = cv2.undistortPoints(a.keypoints_P2[a_idx][:, None], K_a, None)[:, 0]
-    b_n = cv2.undistortPoints(b.keypoints_P2[b_idx][:, None], K_b, None)[:, 0]
+    a_n, b_n = _normalised(a, a_idx, K_a), _normalised(b, b_idx, K_b)
     threshold = 2 * config.ransac_px / float(K_b[0, 0])
     # OpenCV's USAC: the same inliers as plain RANSAC here, in a ninth of the time
     E, mask = cv2.findEssentialMat(a_n, b_n, np.eye(3), method=cv2.USAC_DEFAULT, prob=0.999, threshold=threshold)
@@ -301,8 +302,7 @@ def _relative(prev: _Frame, frame: _Frame, prev_idx: np.ndarray, idx: np.ndarray
               K: np.ndarray, w2c_prev: np.ndarray, step_length: float, config: ChainingConfig) -> np.ndarray | None:
     """World-to-camera of `frame` from the essential matrix with its partner frame."""
     # both in normalised coordinates, so the two frames may have different intrinsics
-    a = cv2.undistortPoints(prev.keypoints_P2[prev_idx][:, None], K_prev, None)[:, 0]
-    b = cv2.undistortPoints(frame.keypoints_P2[idx][:, None], K, None)[:, 0]
+    a, b = _normalised(prev, prev_idx, K_prev), _normalised(frame, idx, K)
     threshold = config.ransac_px / float(K[0, 0])
     E, mask = cv2.findEssentialMat(a, b, np.eye(3), method=cv2.RANSAC, prob=0.999, threshold=threshold)
     if E is None or E.shape != (3, 3) or int(mask.sum()) < config.min_matches:
@@ -359,6 +359,11 @@ def _well_conditioned(X_P3: np.ndarray, w2c_a: np.ndarray, w2c_b: np.ndarray, a_
     cosine = (rays[0] * rays[1]).sum(1) / np.maximum(np.linalg.norm(rays[0], axis=1) * np.linalg.norm(rays[1], axis=1),
                                                      1e-12)
     return keep & (cosine < np.cos(np.radians(config.min_triangulation_angle_deg)))
+
+
+def _normalised(frame: _Frame, idx: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """The keypoints `idx` of `frame` in normalised image coordinates (K undone)."""
+    return cv2.undistortPoints(frame.keypoints_P2[idx][:, None], K, None)[:, 0]
 
 
 def _project(X_P3: np.ndarray, w2c_44: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
