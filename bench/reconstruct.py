@@ -3,6 +3,7 @@
     .venv/bin/python bench/reconstruct.py chair                 # one set of record
     .venv/bin/python bench/reconstruct.py chair object --budget 900
     .venv/bin/python bench/reconstruct.py --list
+    python bench/reconstruct.py chair --device cuda --no-baseline   # the engine on a GPU machine
 
 Each set runs `nvs_ros.pipeline.run_reconstruction` (the defaults of `nvs-ros reconstruct`, `--init
 auto` included: chained features start the poses where they place at least half of the views)
@@ -24,7 +25,6 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from nvs_ros.baselines.colmap_sfm import ColmapConfig, run_colmap
 from nvs_ros.cli import pose_source, starting_poses
 from nvs_ros.core.diffusion import DiffusionConfig
 from nvs_ros.core.orbit_poses import OrbitConfig
@@ -76,26 +76,33 @@ COLUMNS = ["registered", "RRA@5", "RRA@15", "CCA@0.1", "ATE", "median_relative_r
 HEADERS = {"median_relative_rotation_error_deg": "rel. rot. (deg)"}
 
 
-def run_set(name: str, budget_s: float, seed: int) -> list[dict]:
+def run_set(name: str, budget_s: float, seed: int, device: str = "cpu", baseline: bool = True) -> list[dict]:
     base, variant, changes = VARIANTS.get(name, (name, None, {}))
     source, size, views = SETS[base]
     image_set = load_image_set(source, max_side=size, views=views)
-    rows = []
     started = time.perf_counter()
     init = changes.get("init", "auto")
     initial, settings = starting_poses(init, source, image_set, views=views)
     started_from = pose_source(init, initial)
     settings.update({k: v for k, v in changes.items() if k != "init"})
     metrics = run_reconstruction(image_set, RESULTS / name / "nvs_ros",
-                                 config_for_mode(choose_mode(image_set), time_budget_s=budget_s, seed=seed, **settings),
+                                 config_for_mode(choose_mode(image_set), time_budget_s=budget_s, seed=seed,
+                                                 device=device, **settings),
                                  run_info={"bench": name, "variant": variant, "init": init,
                                            "initial_poses": started_from},
                                  initial_c2w_N44=initial)
-    rows.append({"set": name, "method": "nvs_ros" + (f" ({variant})" if variant else
-                                                     f" (initial poses: {started_from})"), **metrics,
-                 "time_s": time.perf_counter() - started})
-    if variant:  # the baseline row is the base set's
-        return _finish(name, image_set, rows, budget_s)
+    rows = [{"set": name, "method": "nvs_ros" + (f" ({variant})" if variant else
+                                                 f" (initial poses: {started_from})"), **metrics,
+             "time_s": time.perf_counter() - started}]
+    if baseline and not variant:  # a variant's baseline row is its base set's
+        rows.append(_colmap_row(name, image_set, size, views, seed))
+    return _finish(name, image_set, rows, budget_s, device)
+
+
+def _colmap_row(name: str, image_set, size: int, views: int, seed: int) -> dict:
+    # Imported here so that the engine's rows can be measured where pycolmap is not installed.
+    from nvs_ros.baselines.colmap_sfm import ColmapConfig, run_colmap
+
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_colmap_") as work:
         config = ColmapConfig(max_side=size, views=views, seed=seed)
@@ -103,12 +110,13 @@ def run_set(name: str, budget_s: float, seed: int) -> list[dict]:
     colmap_metrics = score_estimates(result.estimates, image_set)
     write_output_folder(RESULTS / name / "colmap", result.estimates, {**result.run_info, "bench": name},
                         colmap_metrics)
-    rows.append({"set": name, "method": "pycolmap", **colmap_metrics, "time_s": time.perf_counter() - started})
-    return _finish(name, image_set, rows, budget_s)
+    return {"set": name, "method": "pycolmap", **colmap_metrics, "time_s": time.perf_counter() - started}
 
 
-def _finish(name: str, image_set, rows: list[dict], budget_s: float) -> list[dict]:
+def _finish(name: str, image_set, rows: list[dict], budget_s: float, device: str) -> list[dict]:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    if device.startswith("cuda"):
+        machine += f", {torch.cuda.get_device_name(device)}"
     for row in rows:
         row.update({"views": len(image_set), "size": f"{image_set.width}x{image_set.height}",
                     "budget_s": budget_s, "date": date.today().isoformat(), "machine": machine})
@@ -136,6 +144,8 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=900.0, help="engine training budget per set, s")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="torch device of the engine (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip pycolmap (e.g. on a GPU machine without it)")
     parser.add_argument("--list", action="store_true", help="list the sets and exit")
     args = parser.parse_args()
     if args.list:
@@ -147,7 +157,8 @@ def main() -> int:
         parser.error(f"unknown set(s) {unknown}; choose from {list(SETS) + list(VARIANTS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = [row for name in args.sets for row in run_set(name, args.budget, args.seed)]
+    rows = [row for name in args.sets
+            for row in run_set(name, args.budget, args.seed, args.device, not args.no_baseline)]
     print_table(rows)
     return 0
 

@@ -23,7 +23,6 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from nvs_ros import __version__
-from nvs_ros.baselines.colmap_sfm import ColmapConfig, run_colmap
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.io.bag_writer import STORAGES, write_bag
@@ -86,6 +85,10 @@ def run_demo(args: argparse.Namespace) -> int:
                         {"estimator": "ground_truth", "dataset": source, "seed": args.seed,
                          "config": run_config(args), "timings": {"render_s": render_s}})
     reference_row = ("ground truth (self-check)", evaluate_output_folder(reference_dir, scene))
+
+    # pycolmap is imported only where the baseline runs: reconstruct and register need no SfM, and
+    # a GPU machine's Python may not have it.
+    from nvs_ros.baselines.colmap_sfm import ColmapConfig, run_colmap
 
     colmap_dir = out / "colmap"
     with CONSOLE.status("pycolmap incremental SfM (the classical baseline)"), \

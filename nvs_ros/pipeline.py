@@ -88,6 +88,7 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
             "held_out": [image_set.names[i] for i in np.flatnonzero(held_out_N)],
             "image_size": [image_set.width, image_set.height], **(run_info or {})}
     info["timings"] = {"train_s": train_s, "register_held_out_s": register_s}
+    info["training_steps"] = len(result.curves)  # with train_s, the speed of a device at this size
     info["output_frame"] = "gauge (arbitrary scale)" if scene.output_frame is None else scene.scale_source
     write_output_folder(out_dir, in_output_frame(estimates, scene), info, metrics)  # poses first: the main product
     save_scene(out_dir, scene)

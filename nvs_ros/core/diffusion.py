@@ -160,7 +160,10 @@ class GenerativeLifting(nn.Module):
         x0 = 2.0 * x0_B3HW - 1.0
         if self.config.noise == "none":
             return x0
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        # Drawn where the generator lives (the trainer's is on the CPU), so a seed gives the same
+        # noise on every device.
+        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype,
+                          device=x0.device if generator is None else generator.device).to(x0.device)
         return self.schedule.q_sample(x0, t_B, eps)
 
     def sample_t(self, batch: int, t_max: int, device: torch.device,

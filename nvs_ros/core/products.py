@@ -23,8 +23,10 @@ class PointCloud:
 def backproject(render: RenderOutput, K_33: Tensor, c2w_44: Tensor, min_opacity: float) -> PointCloud:
     """World points of the pixels of one rendered view whose opacity reaches `min_opacity`."""
     height, width = render.opacity_R.shape
-    v_HW, u_HW = torch.meshgrid(torch.arange(height, dtype=torch.float32, device=K_33.device),
-                                torch.arange(width, dtype=torch.float32, device=K_33.device), indexing="ij")
+    device = render.opacity_R.device  # the scene's (a GPU) where the cameras may be on the CPU
+    K_33, c2w_44 = K_33.to(device), c2w_44.to(device)
+    v_HW, u_HW = torch.meshgrid(torch.arange(height, dtype=torch.float32, device=device),
+                                torch.arange(width, dtype=torch.float32, device=device), indexing="ij")
     keep_HW = render.opacity_R >= min_opacity
     z_P = render.z_depth_R[keep_HW]
     x_P = (u_HW[keep_HW] - K_33[0, 2]) / K_33[0, 0] * z_P

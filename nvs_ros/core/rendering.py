@@ -88,8 +88,10 @@ def render_rays(field: RadianceField, origins_R3: Tensor, dirs_R3: Tensor, num_s
     num_rays = origins_R3.shape[0]
     offsets_S = torch.arange(num_samples, device=origins_R3.device, dtype=origins_R3.dtype)
     if randomize:
-        jitter_RS = torch.rand(num_rays, num_samples, device=origins_R3.device, dtype=origins_R3.dtype,
-                               generator=generator)
+        # Drawn where the generator lives (a CPU one with rays on a GPU: the same jitter on both).
+        jitter_RS = torch.rand(num_rays, num_samples, dtype=origins_R3.dtype, generator=generator,
+                               device=origins_R3.device if generator is None else generator.device)
+        jitter_RS = jitter_RS.to(origins_R3.device)
     else:
         jitter_RS = torch.full((1, num_samples), 0.5, device=origins_R3.device, dtype=origins_R3.dtype)
     if field.config.contract:

@@ -89,12 +89,15 @@ def _aligned(scene: Scene, image_HW3: torch.Tensor, K_33: torch.Tensor, start_44
 
 
 def test_direct_alignment_recovers_a_small_offset(scene: Scene) -> None:
-    """Four training views turned 4 degrees about the centre and moved: aligned to the views
+    """Four training views turned 8 degrees about the centre and moved: aligned to the views
     rendered from there, they come back (the points' colours are the scene's, so the pose that
     shows them where the frame has them is the training pose), and each fits its frame better
-    (the residual returned is the final pose's). This coarse field (16 samples per ray) needs
-    more rounds than chair's: measured 4 degrees -> 1.4-2.4 in 4 rounds of 6 steps, 1.7-4.7 in 2."""
-    images, K, truth, start = _training_views_moved(scene, 4.0, 0.04)
+    (the residual returned is the final pose's). This coarse field (32 px, 16 samples per ray)
+    aligns a view to within 2-4 degrees at best, whatever the start: measured on two machines
+    (whose arithmetic trains slightly different tiny scenes) 8 degrees -> 0.7-4.3, median 3.5, in
+    4 rounds of 6 steps; 4 degrees -> 1.4-2.4 on one and 1.7-3.8 on the other, too near that floor
+    for a test."""
+    images, K, truth, start = _training_views_moved(scene, 8.0, 0.08)
     aligned = [_aligned(scene, images[i], K[i], start[i], rounds=4, steps=6) for i in range(len(start))]
     poses = torch.stack([pose for pose, _ in aligned])
     before, after = _angle_between(start, truth), _angle_between(poses, truth)
