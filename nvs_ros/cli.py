@@ -25,6 +25,7 @@ from rich.logging import RichHandler
 from nvs_ros import __version__
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.image_set import ImageSet
+from nvs_ros.core.trainer import KEEP_INITIAL_POSES
 from nvs_ros.io.bag_writer import STORAGES, write_bag
 from nvs_ros.io.datasets import load_for_features, load_image_set
 from nvs_ros.io.errors import NvsIOError
@@ -37,13 +38,6 @@ log = logging.getLogger("nvs_ros.cli")
 # Tables must stay readable when piped into a log, where rich would assume 80 columns.
 CONSOLE = Console(width=None if Console().is_terminal else 140)
 
-KEEP_CHAINED_POSES = {"lr_refine": 0.0, "outlier_correction": False}
-"""Trainer settings of `--init features`: the chained poses (SIFT tracks, bundle-adjusted) stay as
-they are and the field learns around them. Measured on dtu_scan65 (49 views, 400 px, 300 s): the
-photometric refinement took the training views from 0.24 to 11.0 degrees median relative
-rotation error, and from the ground-truth poses to 10.2 (the 360 field does not model DTU's
-backdrop; with the images masked to white, 3.0): at 128 px it cannot match a bundle adjustment
-of 400 px features. The bundle adjustment's outlier rejection stands in for the correction's."""
 DEMO_STEPS = 2500
 """Engine training steps of `nvs-ros demo` (a step budget: the same result on a busy machine).
 On bundled:object, 24 views, 128 px, one thread: RRA@15 0.85, CCA@0.1 0.75 (1500 steps:
@@ -193,7 +187,7 @@ def starting_poses(init: str, source: str | Path, image_set: ImageSet, views: in
 
 def trainer_settings(init: str, initial_c2w_N44: np.ndarray | None) -> dict:
     """What the trainer changes for these initial poses: chained ones are kept as they are."""
-    return KEEP_CHAINED_POSES if pose_source(init, initial_c2w_N44) == "features" else {}
+    return KEEP_INITIAL_POSES if pose_source(init, initial_c2w_N44) == "features" else {}
 
 
 def pose_source(init: str, initial_c2w_N44: np.ndarray | None) -> str:
@@ -228,18 +222,15 @@ def initial_poses(init: str, image_set: ImageSet, feature_set: ImageSet | None =
 def _chained_poses(feature_set: ImageSet, required: bool) -> np.ndarray | None:
     """The chained poses (NaN where a view is not placed), or None (`required`: an error) where
     fewer than half of the views are placed: too little texture or resolution for features."""
-    from nvs_ros.baselines.feature_chaining import chain_poses
+    from nvs_ros.baselines.feature_chaining import chained_start
 
-    estimates = chain_poses(feature_set.without_ground_truth())
-    placed, n = int(estimates.registered_N.sum()), len(feature_set)
-    log.info("feature chaining at %dx%d placed %d of %d images", feature_set.width, feature_set.height, placed, n)
-    if placed >= max(2, n // 2):
-        return estimates.c2w_N44
-    if required:
-        raise NvsIOError(f"feature chaining placed only {placed} of {n} images (too little texture or "
-                         "resolution for features): try --init none")
-    log.info("too few placed to start from: the poses are learnt from the images alone")
-    return None
+    c2w_N44, placed = chained_start(feature_set.without_ground_truth())
+    if c2w_N44 is None and required:
+        raise NvsIOError(f"feature chaining placed only {placed} of {len(feature_set)} images (too little "
+                         "texture or resolution for features): try --init none")
+    if c2w_N44 is None:
+        log.info("too few placed to start from: the poses are learnt from the images alone")
+    return c2w_N44
 
 
 def run_register(args: argparse.Namespace) -> int:

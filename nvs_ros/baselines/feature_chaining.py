@@ -102,6 +102,16 @@ def chain_poses(image_set: ImageSet, config: ChainingConfig = ChainingConfig()) 
                            K_N33=image_set.K_N33, sizes_N2=sizes)
 
 
+def chained_start(image_set: ImageSet, config: ChainingConfig = ChainingConfig()) -> tuple[np.ndarray | None, int]:
+    """(Initial poses from the chain, how many views it placed): camera-to-world, NaN rows where a
+    view is not placed, where the chain places and confirms at least half of the views (and two);
+    None where it does not (too little texture, resolution or overlap: learn the poses instead)."""
+    estimates = chain_poses(image_set, config)
+    placed, n = int(estimates.registered_N.sum()), len(image_set)
+    _log.info("feature chaining at %dx%d placed %d of %d images", image_set.width, image_set.height, placed, n)
+    return (estimates.c2w_N44 if placed >= max(2, n // 2) else None), placed
+
+
 def _build_chain(image_set: ImageSet, config: ChainingConfig) -> "_Chain":
     """The ordered pass, the frames it left over, bundle adjustments: every frame placed that can be.
     Only the second frame placed comes from an essential matrix in the ordered pass; a frame PnP

@@ -4,7 +4,10 @@ learning without restarting, and answers with poses, a point cloud and rendered 
 What the ROS node's worker calls (one thread owns a LiveScene; it is not thread-safe):
 1. Until `min_keyframes` keyframes are in, nothing is trained.
 2. The first round is the full method on the keyframes so far (core.trainer.reconstruct:
-   pose distribution, re-assignment, refinement), `round_budget_s` long.
+   pose distribution, re-assignment, refinement), `round_budget_s` long. Its poses start from
+   the keyframes' priors where most have one, else from chained features where the scene was
+   given a chain and it places most of them (the field then learns around those poses), else
+   they are learnt from the images.
 3. Afterwards each `train(seconds)` registers the keyframes that arrived since (one encoder
    pass + direct alignment, core.refine), adds the accepted ones to the scene, and continues
    training field and poses together for `seconds` (core.refine.JointRefinement). Frames that
@@ -36,8 +39,11 @@ from nvs_ros.core.pose_prior import PriorAlignment, align_to_prior, within_prior
 from nvs_ros.core.products import point_cloud
 from nvs_ros.core.refine import JointRefinement
 from nvs_ros.core.scene import Scene
-from nvs_ros.core.trainer import TrainerConfig, reconstruct
+from nvs_ros.core.trainer import KEEP_INITIAL_POSES, TrainerConfig, reconstruct
 
+ChainedPoses = Callable[[ImageSet], np.ndarray | None]
+"""Camera-to-world of the keyframes chained by features (NaN rows: not placed), or None where the
+chain places too few (baselines.feature_chaining.chained_start)."""
 PRIOR_SOURCE = "odometry"
 """What the keyframes' prior poses are (the scale source the products report)."""
 MIN_PRIOR_BASELINE = 1e-3
@@ -92,6 +98,9 @@ class LiveStatus:
     arbitrary monocular scale)."""
     prior_residual: float | None = None
     """Median distance between the keyframes' aligned centres and their priors (priors' units)."""
+    pose_start: str | None = None
+    """Where the last full round's poses started: "odometry" (the keyframes' priors), "features"
+    (chained), "learnt" (from the images alone); None before the first round."""
 
 
 @dataclass
@@ -129,8 +138,11 @@ class _Keyframe:
 
 
 class LiveScene:
-    def __init__(self, config: LiveSceneConfig = LiveSceneConfig()) -> None:
+    def __init__(self, config: LiveSceneConfig = LiveSceneConfig(), chained_poses: ChainedPoses | None = None) -> None:
+        """`chained_poses`: the feature chain a full round starts from where the keyframes have
+        too few priors (given by the caller: core does not depend on OpenCV); None: learn them."""
         self.config = config
+        self._chained_poses = chained_poses
         self.reset()
 
     def reset(self) -> None:
@@ -147,6 +159,7 @@ class LiveScene:
         self._rounds = 0
         self._step = 0
         self._loss: float | None = None
+        self._pose_start: str | None = None
         self._alignment: PriorAlignment | None = None
         """Scene gauge -> the priors' frame, fitted to the current poses (None: no priors fix it)."""
         self._generator = torch.Generator().manual_seed(self.config.seed)
@@ -209,7 +222,8 @@ class LiveScene:
         return LiveStatus(keyframes=len(self._keyframes), posed_keyframes=len(self._posed), step=self._step,
                           loss=self._loss, rounds=self._rounds, ready=self.ready,
                           scale_source=alignment.scale_source if alignment else None,
-                          prior_residual=float(np.nanmedian(alignment.centre_residual_N)) if alignment else None)
+                          prior_residual=float(np.nanmedian(alignment.centre_residual_N)) if alignment else None,
+                          pose_start=self._pose_start)
 
     def train(self, seconds: float, steps: int | None = None,
               between_steps: Callable[[], None] | None = None) -> LiveStatus:
@@ -230,18 +244,27 @@ class LiveScene:
         return self.status()
 
     def _full_round(self, between_steps: Callable[[], None] | None = None) -> None:
-        image_set = ImageSet(names=[k.name for k in self._keyframes],
+        keyframes = ImageSet(names=[k.name for k in self._keyframes],
                              images_NHW3=np.stack([k.image_HW3 for k in self._keyframes]),
                              K_N33=np.stack([k.K_33 for k in self._keyframes]), capture="360", source="live")
+        initial_c2w_N44, self._pose_start = self._initial_poses(keyframes)
+        posed = list(range(len(keyframes)))
+        if self._pose_start == "features":
+            # Keyframes the chain could not place wait to be registered, as later ones do: the
+            # trainer would fill them with a neighbour's pose, which kept poses never leave.
+            posed = np.flatnonzero(np.isfinite(initial_c2w_N44[:, 0, 0])).tolist()
+            initial_c2w_N44 = initial_c2w_N44[posed]
+        image_set = keyframes.subset(posed)
         by_steps = self.config.round_iterations is not None
         config = replace(self.config.trainer, time_budget_s=None if by_steps else self.config.round_budget_s,
                          iterations=self.config.round_iterations,
-                         device=self.config.device, seed=self.config.seed + self._rounds)
+                         device=self.config.device, seed=self.config.seed + self._rounds,
+                         **(KEEP_INITIAL_POSES if self._pose_start == "features" else {}))
         result = reconstruct(image_set, config, None if between_steps is None else lambda _: between_steps(),
-                             initial_c2w_N44=self._initial_poses())
+                             initial_c2w_N44=initial_c2w_N44)
         self._scene = Scene.from_training(result.engine, result.config, image_set.names, image_set.images_NHW3,
                                           image_set.K_N33, result.c2w_N44)
-        self._posed = list(range(len(self._keyframes)))
+        self._posed = posed
         self._confidence = [float(c) for c in result.confidence_N]
         self._keyframes_at_last_round = len(self._keyframes)
         self._rounds += 1
@@ -258,9 +281,17 @@ class LiveScene:
                 priors_N44[row] = self._keyframes[i].prior_c2w_44
         return priors_N44
 
-    def _initial_poses(self) -> np.ndarray | None:
-        """The priors a full round starts from, or None (learn the poses): too few keyframes
-        have one, or their centres do not spread (no scale to start from)."""
+    def _initial_poses(self, image_set: ImageSet) -> tuple[np.ndarray | None, str]:
+        """The poses a full round starts from (None: learn them) and where they come from."""
+        priors_N44 = self._usable_priors()
+        if priors_N44 is not None:
+            return priors_N44, PRIOR_SOURCE
+        chained_N44 = None if self._chained_poses is None else self._chained_poses(image_set)
+        return (chained_N44, "features") if chained_N44 is not None else (None, "learnt")
+
+    def _usable_priors(self) -> np.ndarray | None:
+        """The keyframes' priors, or None: too few keyframes have one, or their centres do not
+        spread (no scale to start from)."""
         if not self.config.priors_as_initial_poses:
             return None
         priors_N44 = self._priors(list(range(len(self._keyframes))))

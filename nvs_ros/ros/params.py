@@ -47,6 +47,9 @@ class NodeConfig:
                                    "newest keyframe are published after each round [s]", (0.1, 86400.0))
     train_slice_s: float = _param(1.0, "The worker trains this long between serving requests (render, save, "
                                   "reset) and publishing poses [s]", (0.05, 60.0))
+    initial_poses: str = _param("auto", "Where a round's poses start when the keyframes have no odometry: auto "
+                                "(SIFT features chained over the keyframes, where they place at least half of "
+                                "them), none (learnt from the images alone)", choices=("auto", "none"))
     device: str = _param("cpu", "Torch device of the scene (cpu, cuda, cuda:1, ...)")
     seed: int = _param(0, "Random seed of the scene", (0, 2**31 - 1))
     torch_threads: int = _param(0, "CPU threads torch may use (0: torch's default)", (0, 1024))

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from nvs_ros.core.live_scene import KeyframePoses, LiveScene, LiveSceneConfig, LiveStatus
+from nvs_ros.core.live_scene import ChainedPoses, KeyframePoses, LiveScene, LiveSceneConfig, LiveStatus
 from nvs_ros.ros.scene_saving import save_scene_products
 
 log = logging.getLogger(__name__)
@@ -155,14 +155,14 @@ class SceneWorker:
 
     def __init__(self, config: LiveSceneConfig, *, slice_s: float = 1.0, queue_size: int = 16,
                  cloud_points: int = 20000, on_products: Callable[[], None] = lambda: None,
-                 run_info: dict | None = None) -> None:
+                 run_info: dict | None = None, chained_poses: ChainedPoses | None = None) -> None:
         self.config = config
         self.slice_s = slice_s
         self.cloud_points = cloud_points
         self.stats = WorkerStats()
         self._on_products = on_products
         self._run_info = run_info or {}
-        self._scene = LiveScene(config)
+        self._scene = LiveScene(config, chained_poses)
         self._queue: deque[QueuedKeyframe] = deque()
         self._queue_size = queue_size
         self._render: RenderRequest | None = None

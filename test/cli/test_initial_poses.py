@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from nvs_ros.cli import KEEP_CHAINED_POSES, initial_poses, starting_poses
+from nvs_ros.cli import initial_poses, starting_poses
+from nvs_ros.core.trainer import KEEP_INITIAL_POSES
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.errors import NvsIOError
@@ -40,7 +41,7 @@ def test_features_are_chained_on_the_set_loaded_for_them(arc) -> None:
 
 def test_auto_starts_from_the_chain_where_it_places_half_of_the_views(arc) -> None:
     c2w_N44, settings = starting_poses("auto", "bundled:room:arc", arc)
-    assert np.isfinite(c2w_N44).all() and settings == KEEP_CHAINED_POSES
+    assert np.isfinite(c2w_N44).all() and settings == KEEP_INITIAL_POSES
     np.testing.assert_allclose(c2w_N44, initial_poses("features", arc), atol=1e-9)
 
 

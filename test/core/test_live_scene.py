@@ -11,6 +11,7 @@ import torch
 from scipy.spatial.transform import Rotation
 from tiny_engine import TINY
 
+from nvs_ros.baselines.feature_chaining import chained_start
 from nvs_ros.core.live_scene import LiveScene, LiveSceneConfig
 from nvs_ros.core.metrics import Sim3, evaluate_poses, rotation_angle_deg
 from nvs_ros.io.datasets import load_image_set
@@ -233,3 +234,24 @@ def test_a_keyframe_prior_must_be_a_finite_pose(views) -> None:
     live = LiveScene(LiveSceneConfig(min_keyframes=2))
     with pytest.raises(ValueError, match="prior"):
         live.add_keyframe(views.images_NHW3[0], views.K_N33[0], 0, "a", prior_c2w_44=np.full((4, 4), np.nan))
+
+
+def test_a_textured_stream_starts_from_its_chained_features() -> None:
+    """The bundled room's first 12 keyframes (a ring, 128 px, the node's keyframe size): pose
+    learning does not pose the textured room (README: `--init none` 7%), features do. The round
+    starts from the chained poses and keeps them while the field learns around them; where the
+    chain places too few (None) the round learns the poses, and the status says which."""
+    torch.set_num_threads(1)
+    room = load_image_set("bundled", max_side=128, views=12)
+    config = LiveSceneConfig(min_keyframes=12, round_iterations=60, trainer=replace(TINY, time_budget_s=None))
+    starts = {}
+    for name, chain in [("chained", lambda keyframes: chained_start(keyframes)[0]), ("too few", lambda _: None)]:
+        live = LiveScene(config, chained_poses=chain)
+        for i in range(len(room)):
+            live.add_keyframe(room.images_NHW3[i], room.K_N33[i], stamp_ns=i * 10**8, name=room.names[i])
+        starts[name] = live.train(1.0).pose_start
+        if name == "chained":
+            poses = live.keyframe_poses()
+            metrics = evaluate_poses(poses.c2w_N44, np.ones(len(room), bool), room.c2w_N44)
+            assert metrics["RRA@5"] == 1.0, metrics
+    assert starts == {"chained": "features", "too few": "learnt"}

@@ -28,7 +28,7 @@ from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from scipy.spatial.transform import Rotation  # noqa: E402
 
-from nvs_ros.core.metrics import Sim3, rotation_angle_deg  # noqa: E402
+from nvs_ros.core.metrics import Sim3, evaluate_poses, rotation_angle_deg  # noqa: E402
 from nvs_ros.io.bag_writer import DEFAULT_START_NS, write_bag  # noqa: E402
 from nvs_ros.io.bundled_scene import render_bundled_scene  # noqa: E402
 from nvs_ros.io.point_cloud_ply import read_point_cloud_ply  # noqa: E402
@@ -281,6 +281,37 @@ def test_odometry_fixes_the_map_in_metres_and_map_to_odom(room, bag, tmp_path, r
     finally:
         log = stop_node(proc)
     assert "Traceback" not in log, log
+
+
+def test_a_textured_room_without_odometry_starts_from_chained_features(tmp_path, rclpy_context, spin_until):
+    """The room at 128 px with no odometry (`initial_poses: auto`, the default): the first round
+    starts from the first 6 keyframes' chained SIFT features (the diagnostics say so), and the
+    round due when they have grown by half chains all 10 again; the keyframe path holds the
+    room's poses (pose learning alone does not pose it: test_live_scene)."""
+    views = render_bundled_scene("room", "ring", num_views=VIEWS, size=128)
+    bag = write_bag(views, tmp_path / "room128", rate_hz=RATE_HZ, frame_id=CAMERA_FRAME)
+    proc = start_node(*TINY, "-p", "working_max_side:=128", "-p", "min_keyframes:=6", "-p", "track_rate_hz:=0.0")
+    try:
+        listener = Listener(rclpy_context, spin_until)
+        player = play_in_background(bag, rclpy_context)
+        listener.wait(lambda: listener.scene_status.get("pose_start") == "features" and listener.paths,
+                      "a round started from chained features")
+        listener.wait(lambda: listener.scene_status.get("rounds") == "2"
+                      and len(listener.paths[max(listener.paths)].poses) == VIEWS, "a round on all keyframes")
+        player.join(TIMEOUT_S)
+        index, metrics = _path_accuracy(listener.paths[max(listener.paths)], views)
+        assert listener.scene_status["pose_start"] == "features" and metrics["RRA@5"] == 1.0, (index, metrics)
+    finally:
+        log = stop_node(proc)
+    assert "Traceback" not in log, log
+
+
+def _path_accuracy(path: PathMsg, views) -> tuple[list[int], dict]:
+    """The views of a keyframe path (by stamp) and its poses' accuracy against theirs."""
+    index = [round((stamp_of(pose)[0] * 10**9 + stamp_of(pose)[1] - DEFAULT_START_NS) * RATE_HZ / 1e9)
+             for pose in path.poses]
+    c2w_N44 = np.stack([pose_to_matrix(pose.pose) for pose in path.poses])
+    return index, evaluate_poses(c2w_N44, np.ones(len(index), bool), views.c2w_N44[index])
 
 
 def test_map_to_odom_is_withheld_while_odometry_fixes_no_scale(bag, rclpy_context, spin_until):
