@@ -12,8 +12,9 @@ What the ROS node's worker calls (one thread owns a LiveScene; it is not thread-
    pass + direct alignment, core.refine), adds the accepted ones to the scene, and continues
    training field and poses together for `seconds` (core.refine.JointRefinement). Frames that
    do not fit (low confidence) wait and are tried again by the next full round.
-4. When the keyframes have grown by `regrow_factor` since the last full round, the next call
-   runs a full round on all of them (the encoder is retrained from scratch on the larger set,
+4. When the keyframes have grown by `regrow_factor` since the last full round (or, after a
+   chained start, a quarter as many as it had have come and could not be registered), the next
+   call runs a full round on all of them (the encoder is retrained from scratch on the larger set,
    the field too): poses learnt from a few frames are not baked into the map.
 
 Keyframes may come with a prior pose (the robot's odometry from TF: camera-to-odom, metric).
@@ -66,6 +67,13 @@ class LiveSceneConfig:
     another keyframe's) is forgotten, so memory and step time stay bounded on a long run."""
     regrow_factor: float = 1.5
     """A full round runs again once the keyframes have grown by this factor since the last one."""
+    unplaced_fraction: float = 0.25
+    """After a round started from chained features, a full round also runs once the keyframes
+    added since that registration could not place reach this share of the round's keyframes (and
+    two): the chain places what registration into a young field rejects (the bundled room
+    streamed: its last 6 of 24 keyframes waited for a round at 27 that never came). Not after
+    odometry or learnt starts: there a new round would learn again what odometry had started
+    (a node test's tracking, whose 6 s scene rejects many frames, lost its odometry frame)."""
     device: str = "cpu"
     seed: int = 0
     batch_images: int = 8
@@ -156,6 +164,8 @@ class LiveScene:
         self._images: torch.Tensor | None = None
         self._K: torch.Tensor | None = None
         self._keyframes_at_last_round = 0
+        self._unplaced_at_round = 0
+        """Keyframes a full round left out (its chain could not place them)."""
         self._rounds = 0
         self._step = 0
         self._loss: float | None = None
@@ -240,8 +250,16 @@ class LiveScene:
             self._full_round(between_steps)
             return self.status()
         self._register_new_keyframes()
+        if self._pose_start == "features" and \
+                self._unplaced_since_round() >= max(2, self.config.unplaced_fraction * self._keyframes_at_last_round):
+            self._full_round(between_steps)
+            return self.status()
         self._continue_training(seconds, steps)
         return self.status()
+
+    def _unplaced_since_round(self) -> int:
+        """Keyframes come since the last full round that registration has tried and not placed."""
+        return len(self._keyframes) - len(self._posed) - self._unplaced_at_round
 
     def _full_round(self, between_steps: Callable[[], None] | None = None) -> None:
         keyframes = ImageSet(names=[k.name for k in self._keyframes],
@@ -267,6 +285,7 @@ class LiveScene:
         self._posed = posed
         self._confidence = [float(c) for c in result.confidence_N]
         self._keyframes_at_last_round = len(self._keyframes)
+        self._unplaced_at_round = len(self._keyframes) - len(posed)
         self._rounds += 1
         self._step += len(result.curves)
         self._loss = result.curves[-1]["loss"] if result.curves else None

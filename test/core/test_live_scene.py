@@ -255,3 +255,23 @@ def test_a_textured_stream_starts_from_its_chained_features() -> None:
             metrics = evaluate_poses(poses.c2w_N44, np.ones(len(room), bool), room.c2w_N44)
             assert metrics["RRA@5"] == 1.0, metrics
     assert starts == {"chained": "features", "too few": "learnt"}
+
+
+def test_keyframes_registration_cannot_place_bring_a_full_round() -> None:
+    """The room's first 8 keyframes chained into a round too short (60 steps) for its field to
+    register the next ones: once 2 of those wait (view 0, the open arc's end, the chain left out
+    itself), the next call runs a full round on all 10, which chains view 8 in too, instead of
+    leaving them out until the keyframes have grown by half (12)."""
+    torch.set_num_threads(1)
+    room = load_image_set("bundled", max_side=128, views=12)
+    config = LiveSceneConfig(min_keyframes=8, round_iterations=60, trainer=replace(TINY, time_budget_s=None))
+    live = LiveScene(config, chained_poses=lambda keyframes: chained_start(keyframes)[0])
+    rounds = []
+    for i in range(11):
+        live.add_keyframe(room.images_NHW3[i], room.K_N33[i], stamp_ns=i * 10**8, name=room.names[i])
+        rounds.append(live.train(0.0, steps=1).rounds)
+    assert rounds == [0] * 7 + [1, 1, 2, 2], rounds
+    poses = live.keyframe_poses()
+    assert "view_008.png" in poses.names, poses.names
+    index = [room.names.index(name) for name in poses.names]
+    assert evaluate_poses(poses.c2w_N44, np.ones(len(index), bool), room.c2w_N44[index])["RRA@5"] == 1.0
