@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from nvs_ros.baselines.feature_chaining import chained_start
+from nvs_ros.baselines.feature_chaining import chained_keyframe_poses
 from nvs_ros.core.live_scene import LiveScene, LiveSceneConfig
 from nvs_ros.core.metrics import evaluate_poses
 from nvs_ros.io.datasets import load_image_set
@@ -43,8 +43,8 @@ COLUMNS = ["pose_start", "posed", "RRA@5", "RRA@15", "CCA@0.1", "median_rotation
 def run(name: str, initial_poses: str, round_budget_s: float, slice_s: float, seed: int) -> dict:
     source, size, count = SETS[name]
     views = load_image_set(source, max_side=size, views=count)
-    chain = (lambda keyframes: chained_start(keyframes)[0]) if initial_poses == "auto" else None
-    live = LiveScene(LiveSceneConfig(round_budget_s=round_budget_s, seed=seed), chained_poses=chain)
+    live = LiveScene(LiveSceneConfig(round_budget_s=round_budget_s, seed=seed),
+                     chained_poses=chained_keyframe_poses if initial_poses == "auto" else None)
     started = time.perf_counter()
     for i in range(len(views)):
         live.add_keyframe(views.images_NHW3[i], views.K_N33[i], stamp_ns=i * 10**8, name=views.names[i])

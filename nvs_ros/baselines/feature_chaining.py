@@ -112,6 +112,11 @@ def chained_start(image_set: ImageSet, config: ChainingConfig = ChainingConfig()
     return (estimates.c2w_N44 if placed >= max(2, n // 2) else None), placed
 
 
+def chained_keyframe_poses(keyframes: ImageSet) -> np.ndarray | None:
+    """`chained_start`'s poses alone: what core.live_scene.LiveScene starts a round from."""
+    return chained_start(keyframes)[0]
+
+
 def _build_chain(image_set: ImageSet, config: ChainingConfig) -> "_Chain":
     """The ordered pass, the frames it left over, bundle adjustments: every frame placed that can be.
     Only the second frame placed comes from an essential matrix in the ordered pass; a frame PnP

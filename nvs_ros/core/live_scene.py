@@ -44,7 +44,7 @@ from nvs_ros.core.trainer import KEEP_INITIAL_POSES, TrainerConfig, reconstruct
 
 ChainedPoses = Callable[[ImageSet], np.ndarray | None]
 """Camera-to-world of the keyframes chained by features (NaN rows: not placed), or None where the
-chain places too few (baselines.feature_chaining.chained_start)."""
+chain places too few (baselines.feature_chaining.chained_keyframe_poses)."""
 PRIOR_SOURCE = "odometry"
 """What the keyframes' prior poses are (the scale source the products report)."""
 MIN_PRIOR_BASELINE = 1e-3

@@ -55,9 +55,8 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
-from nvs_ros.baselines.feature_chaining import chained_start
+from nvs_ros.baselines.feature_chaining import chained_keyframe_poses
 from nvs_ros.core.cameras import intrinsics_matrix
-from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.keyframes import KeyframeBuffer, KeyframeConfig
 from nvs_ros.core.live_scene import PRIOR_SOURCE, KeyframePoses, LiveSceneConfig
 from nvs_ros.io.image_files import downscale, rescale_intrinsics
@@ -195,7 +194,7 @@ class NvsNode(Node):
             slice_s=self.config.train_slice_s, queue_size=self.config.keyframe_queue_size,
             cloud_points=self.config.cloud_max_points, run_info={"config": asdict(self.config)},
             on_products=lambda: self._products_ready.trigger(),
-            chained_poses=_chained_keyframes if self.config.initial_poses == "auto" else None)
+            chained_poses=chained_keyframe_poses if self.config.initial_poses == "auto" else None)
         self._keyframes_generation = self.worker.generation
 
         image_qos = RELIABLE_IMAGE_QOS if self.config.reliable_qos else IMAGE_QOS
@@ -564,11 +563,6 @@ class NvsNode(Node):
                   "device": self.config.device,
                   "errors": stats.errors, "last_error": stats.last_error}
         return _status(f"{self.get_name()}: scene", level, message, self.config.device, values)
-
-
-def _chained_keyframes(keyframes: ImageSet) -> np.ndarray | None:
-    """The keyframes' poses chained by SIFT features, where the chain places at least half of them."""
-    return chained_start(keyframes)[0]
 
 
 def _check_device(device: str) -> None:

@@ -11,7 +11,7 @@ import torch
 from scipy.spatial.transform import Rotation
 from tiny_engine import TINY
 
-from nvs_ros.baselines.feature_chaining import chained_start
+from nvs_ros.baselines.feature_chaining import chained_keyframe_poses
 from nvs_ros.core.live_scene import LiveScene, LiveSceneConfig
 from nvs_ros.core.metrics import Sim3, evaluate_poses, rotation_angle_deg
 from nvs_ros.io.datasets import load_image_set
@@ -245,7 +245,7 @@ def test_a_textured_stream_starts_from_its_chained_features() -> None:
     room = load_image_set("bundled", max_side=128, views=12)
     config = LiveSceneConfig(min_keyframes=12, round_iterations=60, trainer=replace(TINY, time_budget_s=None))
     starts = {}
-    for name, chain in [("chained", lambda keyframes: chained_start(keyframes)[0]), ("too few", lambda _: None)]:
+    for name, chain in [("chained", chained_keyframe_poses), ("too few", lambda _: None)]:
         live = LiveScene(config, chained_poses=chain)
         for i in range(len(room)):
             live.add_keyframe(room.images_NHW3[i], room.K_N33[i], stamp_ns=i * 10**8, name=room.names[i])
@@ -265,7 +265,7 @@ def test_keyframes_registration_cannot_place_bring_a_full_round() -> None:
     torch.set_num_threads(1)
     room = load_image_set("bundled", max_side=128, views=12)
     config = LiveSceneConfig(min_keyframes=8, round_iterations=60, trainer=replace(TINY, time_budget_s=None))
-    live = LiveScene(config, chained_poses=lambda keyframes: chained_start(keyframes)[0])
+    live = LiveScene(config, chained_poses=chained_keyframe_poses)
     rounds = []
     for i in range(11):
         live.add_keyframe(room.images_NHW3[i], room.K_N33[i], stamp_ns=i * 10**8, name=room.names[i])
