@@ -32,7 +32,7 @@ from nvs_ros.io.errors import NvsIOError
 from nvs_ros.io.evaluation import evaluate_output_folder, write_metrics
 from nvs_ros.io.image_folder import write_image_folder
 from nvs_ros.io.metrics_table import metrics_table
-from nvs_ros.io.output_folder import read_poses, write_output_folder
+from nvs_ros.io.output_folder import read_poses, read_run_info, write_output_folder
 
 log = logging.getLogger("nvs_ros.cli")
 # Tables must stay readable when piped into a log, where rich would assume 80 columns.
@@ -94,6 +94,7 @@ def run_demo(args: argparse.Namespace) -> int:
     rows.append(reference_row)
 
     CONSOLE.print(metrics_table(rows, title=f"Pose accuracy on {source} ({len(scene)} views, {args.size} px)"))
+    print_self_check(out / "nvs_ros")
     CONSOLE.print(f"products: {out.resolve()}")
     return 0
 
@@ -125,6 +126,17 @@ def demo_engine(args: argparse.Namespace, scene: ImageSet, out_dir: Path) -> flo
     return time.perf_counter() - started
 
 
+def print_self_check(out_dir: Path) -> None:
+    """The run's verdict on its own poses (run.json), one line, marked where it is not sure."""
+    verdict = read_run_info(out_dir).get("verdict")
+    if verdict is None:
+        return
+    style = "green" if verdict["status"] == "converged" else "bold red"
+    reasons = f": {'; '.join(verdict['reasons'])}" if verdict["reasons"] else ""
+    CONSOLE.print(f"verdict [{style}]{verdict['status']}[/{style}]{reasons} "
+                  f"({verdict['supported']} of {verdict['views']} trained views supported)")
+
+
 def run_eval(args: argparse.Namespace) -> int:
     out_dir = Path(args.output_dir)
     estimates = read_poses(out_dir)  # before the dataset: a wrong folder fails at once
@@ -151,8 +163,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     init = "none" if args.poses == "gt" else args.init  # the oracle's poses are the ground truth's
     initial_c2w_N44, settings = starting_poses(init, args.input, image_set, views=args.views, split=args.split)
     started_from = pose_source(init, initial_c2w_N44)
-    config = config_for_mode(mode, time_budget_s=args.time_budget, iterations=args.iters, poses=args.poses,
-                             seed=args.seed, device=args.device, **settings)
+    budget = {"time_budget_s": args.time_budget, "iterations": args.iters, "seed": args.seed, "device": args.device}
+    config = config_for_mode(mode, poses=args.poses, **budget, **settings)
+    # chained poses the scene does not bear out are not kept blindly: the poses are learnt instead
+    learn_instead = config_for_mode(mode, **budget) if started_from == "features" else None
     log.info("mode %s (requested: %s)", mode, args.mode)
     log.info("%d views at %dx%d from %s", len(image_set), image_set.width, image_set.height, image_set.source)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -167,10 +181,12 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         metrics = run_reconstruction(image_set, Path(args.out), config, on_step,
                                      {"command": run_config(args), "init": init, "initial_poses": started_from},
                                      initial_c2w_N44=initial_c2w_N44,
-                                     prior_source="poses file" if started_from == "poses file" else None)
+                                     prior_source="poses file" if started_from == "poses file" else None,
+                                     learn_instead=learn_instead)
     if metrics is not None:
         CONSOLE.print(metrics_table([(f"nvs_ros ({args.poses})", metrics)],
                                     title=f"Pose accuracy on {image_set.source}"))
+    print_self_check(Path(args.out))
     CONSOLE.print(f"products: {Path(args.out).resolve()} (poses.json, cloud.ply, views/, report.html)")
     return 0
 

@@ -53,26 +53,34 @@ REPORT_TRAINING_VIEWS = 4
 def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig,
                        progress: Callable[[TrainingProgress], None] | None = None,
                        run_info: dict | None = None, hold_out_every: int = HOLD_OUT_EVERY,
-                       initial_c2w_N44: np.ndarray | None = None, prior_source: str | None = None) -> dict | None:
+                       initial_c2w_N44: np.ndarray | None = None, prior_source: str | None = None,
+                       learn_instead: TrainerConfig | None = None) -> dict | None:
     """Reconstruct `image_set` without its held-out views, register those into the scene,
     write every product to `out_dir`; returns the metrics (or None without ground truth).
 
     `initial_c2w_N44` (NaN rows: unknown) start the poses instead of learning them; with
-    `prior_source` (e.g. "poses file") they are also the frame and scale of the products."""
+    `prior_source` (e.g. "poses file") they are also the frame and scale of the products. With
+    `learn_instead`, initial poses the run's self-check does not find converged (a feature chain
+    fooled by a symmetric object) are not kept blindly: the poses are learnt from the images with
+    that configuration, and the learnt run is kept where its own self-check finds it converged."""
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    held_out_N = held_out_mask(len(image_set), hold_out_every)
-    # views the given poses miss are registered into the scene afterwards, as the held-out ones
-    # are: a stand-in pose would be trained on (and kept, where the poses are not refined)
-    unplaced_N = (np.zeros(len(image_set), dtype=bool) if initial_c2w_N44 is None
-                  else ~np.isfinite(initial_c2w_N44).all(axis=(1, 2)) & ~held_out_N)
-    if unplaced_N.any():
-        _log.info("%d views without an initial pose are registered after training", int(unplaced_N.sum()))
-    registered_later_N = held_out_N | unplaced_N
-    train_set = image_set.subset(np.flatnonzero(~registered_later_N))
-    estimator_input = train_set if config.poses == "gt" else train_set.without_ground_truth()
+    run_info = dict(run_info or {})
+    trained = _train(image_set, config, progress, hold_out_every, initial_c2w_N44)
+    if learn_instead is not None and initial_c2w_N44 is not None and not trained.result.verdict.converged:
+        _log.warning("the initial poses are %s (%s): learning the poses from the images instead",
+                     trained.result.verdict.status, "; ".join(trained.result.verdict.reasons))
+        learnt = _train(image_set, learn_instead, progress, hold_out_every, None)
+        run_info["initial_poses_verdict"] = trained.result.verdict.as_dict()
+        kept = learnt.result.verdict.converged
+        _log.info("learnt poses %s: keeping the %s ones", learnt.result.verdict.status,
+                  "learnt" if kept else "initial")
+        if kept:
+            trained, initial_c2w_N44, prior_source, config = learnt, None, None, learn_instead
+            run_info["initial_poses"] = "none (the initial poses were not converged)"
+    result, train_set, registered_later_N, held_out_N = (trained.result, trained.train_set,
+                                                         trained.registered_later_N, trained.held_out_N)
     initial = None if initial_c2w_N44 is None else initial_c2w_N44[~registered_later_N]
-    result = reconstruct(estimator_input, config, progress, initial_c2w_N44=initial)
     scene = Scene.from_training(result.engine, result.config, train_set.names, train_set.images_NHW3, train_set.K_N33,
                                 result.c2w_N44)
     if prior_source is not None and initial is not None:
@@ -81,12 +89,15 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     estimates = all_estimates(image_set, registered_later_N, result, scene, config, initial_c2w_N44)
     register_s = time.perf_counter() - started - train_s
     metrics = score_estimates(estimates, image_set) if image_set.has_ground_truth else None
+    if metrics is not None:  # the run's own verdict beside what ground truth says of it
+        metrics["verdict"] = result.verdict.status
     info = {"estimator": "nvs_ros generative lifting" + (" (oracle: ground-truth poses)" if config.poses == "gt" else ""),
             "config": dataclasses.asdict(result.config), "seed": config.seed, "kept_seed": result.seed,
-            "mode": config.mode, "restart_losses": result.restart_losses, "rollbacks": result.rollbacks,
+            "mode": config.mode, "start_errors": result.start_errors, "rollbacks": result.rollbacks,
             "dataset": image_set.source, "num_views": len(image_set),
             "held_out": [image_set.names[i] for i in np.flatnonzero(held_out_N)],
-            "image_size": [image_set.width, image_set.height], **(run_info or {})}
+            "image_size": [image_set.width, image_set.height], **run_info}
+    info["verdict"] = result.verdict.as_dict()
     info["timings"] = {"train_s": train_s, "register_held_out_s": register_s}
     info["training_steps"] = len(result.curves)  # with train_s, the speed of a device at this size
     info["output_frame"] = "gauge (arbitrary scale)" if scene.output_frame is None else scene.scale_source
@@ -104,6 +115,34 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     info["timings"]["total_s"] = time.perf_counter() - started
     write_json(out_dir / "run.json", {"versions": software_versions(), **info})
     return metrics
+
+
+@dataclass
+class _Trained:
+    """One training of the views that are not registered afterwards."""
+
+    result: ReconstructionResult
+    train_set: ImageSet
+    held_out_N: np.ndarray
+    registered_later_N: np.ndarray
+    """Held out, or without an initial pose: registered into the finished scene."""
+
+
+def _train(image_set: ImageSet, config: TrainerConfig, progress: Callable[[TrainingProgress], None] | None,
+           hold_out_every: int, initial_c2w_N44: np.ndarray | None) -> _Trained:
+    held_out_N = held_out_mask(len(image_set), hold_out_every)
+    # views the given poses miss are registered into the scene afterwards, as the held-out ones
+    # are: a stand-in pose would be trained on (and kept, where the poses are not refined)
+    unplaced_N = (np.zeros(len(image_set), dtype=bool) if initial_c2w_N44 is None
+                  else ~np.isfinite(initial_c2w_N44).all(axis=(1, 2)) & ~held_out_N)
+    if unplaced_N.any():
+        _log.info("%d views without an initial pose are registered after training", int(unplaced_N.sum()))
+    registered_later_N = held_out_N | unplaced_N
+    train_set = image_set.subset(np.flatnonzero(~registered_later_N))
+    estimator_input = train_set if config.poses == "gt" else train_set.without_ground_truth()
+    initial = None if initial_c2w_N44 is None else initial_c2w_N44[~registered_later_N]
+    result = reconstruct(estimator_input, config, progress, initial_c2w_N44=initial)
+    return _Trained(result, train_set, held_out_N, registered_later_N)
 
 
 def use_frame_of(scene: Scene, prior_c2w_N44: np.ndarray, source: str) -> None:
@@ -285,6 +324,23 @@ def report_content(image_set: ImageSet, estimates: CameraEstimates, result: Reco
     notes = [f"{len(image_set)} views at {image_set.width}x{image_set.height} from {image_set.source}; "
              f"kept seed {result.seed}, rollbacks {result.rollbacks}."]
     return ReportContent(title="nvs_ros reconstruction", metrics=metrics, camera_sets=camera_sets,
+                         self_check=self_check_lines(result, estimates),
                          view_pairs=[(f"{p.name} (held out)" if p.held_out else p.name, p.real_HW3, p.rendered_HW3,
                                       p.psnr) for p in view_pairs],
                          curves=curves, notes=notes)
+
+
+def self_check_lines(result: ReconstructionResult, estimates: CameraEstimates) -> list[str]:
+    """The verdict and its evidence as lines of text (report, CLI)."""
+    verdict = result.verdict
+    lines = [verdict.summary(), f"{int(estimates.registered_N.sum())} of {len(estimates.names)} views registered"]
+    unregistered = [name for name, ok in zip(estimates.names, estimates.registered_N) if not ok]
+    if unregistered:
+        lines[-1] += "; not registered: " + ", ".join(unregistered)
+    evidence = verdict.evidence
+    if "start_agreement" in evidence:
+        lines.append("independent starts agreeing with the kept one: " +
+                     ", ".join(f"{a:.0%}" for a in evidence["start_agreement"]) + " of view pairs")
+    lines.append(f"median view {evidence['median_psnr_db']:.1f} dB; {evidence['supported_share']:.0%} of the "
+                 "trained views explained by the scene")
+    return lines

@@ -40,6 +40,7 @@ from nvs_ros.core.pose_prior import PriorAlignment, align_to_prior, within_prior
 from nvs_ros.core.products import point_cloud
 from nvs_ros.core.refine import JointRefinement
 from nvs_ros.core.scene import Scene
+from nvs_ros.core.self_check import UNCONVERGED, Verdict
 from nvs_ros.core.trainer import KEEP_INITIAL_POSES, TrainerConfig, reconstruct
 
 ChainedPoses = Callable[[ImageSet], np.ndarray | None]
@@ -109,6 +110,10 @@ class LiveStatus:
     pose_start: str | None = None
     """Where the last full round's poses started: "odometry" (the keyframes' priors), "features"
     (chained), "learnt" (from the images alone); None before the first round."""
+    verdict: str | None = None
+    """The last full round's judgement of its own poses (core.self_check: "converged",
+    "unconfirmed", "unconverged"); None before the first round."""
+    verdict_reasons: str = ""
 
 
 @dataclass
@@ -125,6 +130,9 @@ class KeyframePoses:
     """(width, height) of each keyframe image, which K refers to."""
     scale_source: str | None = None
     """What fixes frame and scale ("odometry"), None: arbitrary monocular scale."""
+    verdict: str | None = None
+    """The round's judgement of these poses (LiveStatus.verdict): "unconverged" ones are not to be
+    trusted (the node keeps them off TF)."""
 
 
 @dataclass
@@ -170,6 +178,7 @@ class LiveScene:
         self._step = 0
         self._loss: float | None = None
         self._pose_start: str | None = None
+        self._verdict: Verdict | None = None
         self._alignment: PriorAlignment | None = None
         """Scene gauge -> the priors' frame, fitted to the current poses (None: no priors fix it)."""
         self._generator = torch.Generator().manual_seed(self.config.seed)
@@ -233,7 +242,9 @@ class LiveScene:
                           loss=self._loss, rounds=self._rounds, ready=self.ready,
                           scale_source=alignment.scale_source if alignment else None,
                           prior_residual=float(np.nanmedian(alignment.centre_residual_N)) if alignment else None,
-                          pose_start=self._pose_start)
+                          pose_start=self._pose_start,
+                          verdict=None if self._verdict is None else self._verdict.status,
+                          verdict_reasons="; ".join(self._verdict.reasons) if self._verdict else "")
 
     def train(self, seconds: float, steps: int | None = None,
               between_steps: Callable[[], None] | None = None) -> LiveStatus:
@@ -246,7 +257,9 @@ class LiveScene:
         products from it (render, save); it must not add keyframes or reset."""
         if len(self._keyframes) < self.config.min_keyframes:
             return self.status()
-        if self._scene is None or len(self._keyframes) >= self.config.regrow_factor * self._keyframes_at_last_round:
+        if self._scene is None or self._verdict.status == UNCONVERGED or \
+                len(self._keyframes) >= self.config.regrow_factor * self._keyframes_at_last_round:
+            # a round that does not trust its own poses is followed by another (the next seed)
             self._full_round(between_steps)
             return self.status()
         self._register_new_keyframes()
@@ -283,7 +296,8 @@ class LiveScene:
         self._scene = Scene.from_training(result.engine, result.config, image_set.names, image_set.images_NHW3,
                                           image_set.K_N33, result.c2w_N44)
         self._posed = posed
-        self._confidence = [float(c) for c in result.confidence_N]
+        self._confidence = [0.0 if out else float(c) for c, out in zip(result.confidence_N, result.outlier_N)]
+        self._verdict = result.verdict
         self._keyframes_at_last_round = len(self._keyframes)
         self._unplaced_at_round = len(self._keyframes) - len(posed)
         self._rounds += 1
@@ -408,7 +422,8 @@ class LiveScene:
                              K_N33=np.stack([k.K_33 for k in posed]) if posed else np.zeros((0, 3, 3)),
                              sizes_N2=np.array([[k.image_HW3.shape[1], k.image_HW3.shape[0]] for k in posed],
                                                dtype=np.int64).reshape(-1, 2),
-                             scale_source=self._scene.scale_source if self._scene is not None else None)
+                             scale_source=self._scene.scale_source if self._scene is not None else None,
+                             verdict=None if self._verdict is None else self._verdict.status)
 
     def point_cloud(self, max_points: int = 20000) -> tuple[np.ndarray, np.ndarray]:
         """(P, 3) float32 points and (P, 3) uint8 colours where the field is opaque, seen from

@@ -3,9 +3,10 @@
 Phases (all within one time or iteration budget):
 1. pose learning: encoder + field through the diffusion objective (core.diffusion), coarse
    (32 px images, 32^3 grid) then fine (64 px, 64^3) from `fine_at` of the phase on, cosine
-   learning-rate decay (without decay the accuracy oscillated, findings note). With `restarts`
-   > 1 the phase runs once per seed and the run with the lowest photometric loss is kept
-   (no ground truth involved).
+   learning-rate decay (without decay the accuracy oscillated, findings note). The coarse
+   stage is a race of `starts` independent starts (seeds); the one whose most likely
+   hypotheses explain the images best goes on to the fine stage, and how far the starts agree
+   is evidence for the run's self-check (core.self_check; no ground truth involved).
 2. re-assignment: for every image render its most likely hypothesis turned by j * 45 degrees of
    azimuth (j = 0..7, so the 180-degree flip is always among them) at low resolution and keep
    the one with the lowest full-image error (undoes the flips the encoder settles in).
@@ -46,6 +47,7 @@ from nvs_ros.core.orbit_poses import PoseRefinement, orbit_radius_for_fov
 from nvs_ros.core.pose_encoder import PoseEncoder, PoseEncoderConfig
 from nvs_ros.core.refine import (OutlierCorrection, RefineConfig, candidate_errors, correct_outliers,
                                 suspect_views)
+from nvs_ros.core.self_check import SelfCheckConfig, Verdict, judge
 
 _log = logging.getLogger(__name__)
 
@@ -125,8 +127,11 @@ class TrainerConfig:
     """The field's constant background is the grey level of the images' plain border when they
     have one (`core.image_set.plain_border_level`: an object on black cloth), instead of
     `diffusion.background` (white); textured borders keep the configured level."""
-    restarts: int = 1
-    """Seeds of the pose-learning phase; the lowest photometric loss wins."""
+    starts: int = 3
+    """Independent starts (seeds `seed`, `seed` + 1, ...) racing through the coarse stage of pose
+    learning, which they share (each gets `fine_at` / `starts` of the phase); the lowest
+    photometric error of the most likely hypotheses wins and goes on alone. With one start the
+    run has no second opinion on its poses (core.self_check says so)."""
     seed: int = 0
     device: str = "cpu"
     scene_radius: float | None = None
@@ -139,6 +144,7 @@ class TrainerConfig:
     losses + margin (losses are MSEs of [0, 1] colours plus 0.1 x a cross-entropy)."""
     snapshot_every: int = 25
     max_rollbacks: int = 10
+    self_check: SelfCheckConfig = field(default_factory=SelfCheckConfig)
     encoder: PoseEncoderConfig = field(default_factory=PoseEncoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
@@ -195,6 +201,8 @@ class ReconstructionResult:
     """Encoder's top probability (NaN for the oracle)."""
     photometric_error_N: np.ndarray
     """Full-image MSE at the fine size, colours in [0, 1]."""
+    mean_image_error_N: np.ndarray
+    """The same against the mean of the images the scene was trained on (the self-check's yardstick)."""
     engine: GenerativeLifting
     radius: float
     """Camera distance of the 360 gauge (forward: the near-plane depth)."""
@@ -202,9 +210,10 @@ class ReconstructionResult:
     """One dict per step: step, time (s since the start), loss, phase, lr (the field grid's,
     after the cosine decay; every other rate decays by the same factor)."""
     seed: int
-    """Seed of the restart that was kept."""
-    restart_losses: list[float]
-    """Per restart: mean full-image MSE from the top hypotheses (the oracle: its training loss)."""
+    """Seed of the start that was kept."""
+    start_errors: list[float]
+    """Per start of the race: mean full-image MSE from the top hypotheses after the coarse stage
+    (the oracle: its training loss; given poses: none)."""
     rollbacks: int
     outlier_N: np.ndarray = None  # type: ignore[assignment]
     """Views the outlier correction took out (they do not fit the scene); none by default."""
@@ -213,6 +222,12 @@ class ReconstructionResult:
     config: "TrainerConfig | None" = None
     """The configuration the engine was built with (what was estimated from the images, as the
     background, filled in): the one to save with the scene."""
+    start_c2w: list[np.ndarray] = field(default_factory=list)
+    """Per start of the race: its top hypotheses' poses (N, 4, 4) after the coarse stage."""
+    kept_start: int = 0
+    verdict: Verdict | None = None
+    """The run's own judgement of its poses (core.self_check); views it does not support are
+    among `outlier_N`."""
 
     def __post_init__(self) -> None:
         n = len(self.c2w_N44)
@@ -262,7 +277,19 @@ def reconstruct(image_set: ImageSet, config: TrainerConfig = TrainerConfig(),
         result = run.oracle()
     else:
         result = run.estimate() if initial_c2w_N44 is None else run.refine_from(initial_c2w_N44)
-    return replace(result, config=config)
+    return _judged(replace(result, config=config), given_poses=config.poses == "gt" or initial_c2w_N44 is not None)
+
+
+def _judged(result: ReconstructionResult, given_poses: bool) -> ReconstructionResult:
+    """The result with its self-check: the views it does not support join the outliers."""
+    verdict = judge(result.photometric_error_N, result.mean_image_error_N, ~result.outlier_N, result.start_c2w,
+                    result.start_errors, result.kept_start, given_poses, result.config.self_check)
+    unsupported_N = ~result.outlier_N & ~verdict.supported_N
+    if unsupported_N.any():
+        _log.info("self-check: %d views the scene does not explain are reported unregistered", int(unsupported_N.sum()))
+    (_log.info if verdict.converged else _log.warning)("self-check: %s", verdict.summary())
+    return replace(result, verdict=verdict, outlier_N=result.outlier_N | unsupported_N,
+                   reposed_N=result.reposed_N & ~unsupported_N)
 
 
 # ----------------------------------------------------------------------------- budget
@@ -350,6 +377,10 @@ class _Run:
         self.reposed_N = np.zeros(self.n, dtype=bool)
         self.gt_c2w: Tensor | None = None
         """The oracle's poses in the gauge, on the device (set by `oracle`)."""
+        self.race_c2w: list[np.ndarray] = []
+        self.start_errors: list[float] = []
+        self.kept_start = 0
+        """The race of pose learning's starts (`_race`): their poses and errors, and the one kept."""
         self.image_set = image_set.without_ground_truth()
         self.x0_N3SS = self._encoder_inputs()
         self.levels: dict[int, tuple[Tensor, Tensor]] = {}
@@ -406,14 +437,18 @@ class _Run:
     def _optimise(self, engine: GenerativeLifting, budget: _Budget, phase: str,
                   loss_fn: Callable[[GenerativeLifting, float, torch.Generator, bool], Tensor],
                   generator: torch.Generator, pose_optimizer: torch.optim.Optimizer,
-                  fine_at: float | None, total_share: tuple[float, float]) -> float:
-        """Runs steps until the budget is spent; returns the mean loss of the last 10% of steps."""
+                  fine_at: float | None, total_share: tuple[float, float],
+                  span: tuple[float, float] = (0.0, 1.0)) -> float:
+        """Runs steps until the budget is spent; returns the mean loss of the last 10% of steps.
+        The budget covers `span` of the phase's progress (learning rates, noise curriculum and
+        the fine switch follow the phase's progress: a race's starts run its first part)."""
         field_optimizer = self._field_optimizer(engine)
         guard = _DivergenceGuard(self.config)
         objects = {"engine": engine, "field_opt": field_optimizer, "pose_opt": pose_optimizer}
         fine = fine_at is None
         losses: list[float] = []
-        while (progress := budget.progress()) < 1.0:
+        while (spent := budget.progress()) < 1.0:
+            progress = span[0] + (span[1] - span[0]) * spent
             if not fine and progress >= fine_at:
                 fine = True
                 engine.field.upsample(self.config.fine_grid)
@@ -472,22 +507,16 @@ class _Run:
         config = self.config
         polish_share = self._polish_share()
         learn_share = 1.0 - config.refine_fraction - polish_share
-        best: tuple[float, int, GenerativeLifting] | None = None
-        restart_losses = []
-        for r in range(config.restarts):
-            seed = config.seed + r
-            engine = self._new_engine(seed)
-            generator = torch.Generator().manual_seed(seed)
-            share = learn_share / config.restarts
-            self._optimise(engine, _Budget(config, share), f"poses[{r}]", self._diffusion_loss,
-                           generator, self._pose_optimizer(engine, config.lr_refine_while_encoding, True),
-                           config.fine_at, (r * share, share))
-            loss = self._top_hypothesis_error(engine)
-            restart_losses.append(loss)
-            _log.info("restart %d (seed %d): photometric loss %.5f", r, seed, loss)
-            if best is None or loss < best[0]:
-                best = (loss, seed, engine)
-        _, seed, engine = best
+        starts = self._race(learn_share * config.fine_at)
+        best = min(starts, key=lambda start: start.error)
+        engine, seed = best.engine, best.seed
+        fine_share = learn_share * (1.0 - config.fine_at)
+        self._optimise(engine, _Budget(config, fine_share), "poses", self._diffusion_loss, best.generator,
+                       best.pose_optimizer, config.fine_at, (learn_share - fine_share, fine_share),
+                       span=(config.fine_at, 1.0))
+        self.race_c2w = [start.c2w_N44 for start in starts]
+        self.start_errors = [start.error for start in starts]
+        self.kept_start = starts.index(best)
         self.generator = torch.Generator().manual_seed(seed + 1000)
         reassign = config.refine_fraction > 0 and config.mode == "360"
         probability_N = self._reassign(engine) if reassign else self._top_as_base(engine)
@@ -496,7 +525,26 @@ class _Run:
         if polish_share > 0:
             self._polish(engine, learn_share + config.refine_fraction, polish_share)
         c2w_N44 = self._poses(engine)
-        return self._result(engine, c2w_N44, probability_N, seed, restart_losses)
+        return self._result(engine, c2w_N44, probability_N, seed, self.start_errors)
+
+    def _race(self, share: float) -> list["_Start"]:
+        """The coarse stage of pose learning from `config.starts` seeds, sharing `share` of the
+        budget; each start ends with the photometric error and the poses of its most likely
+        hypotheses."""
+        config = self.config
+        each = share / config.starts
+        starts = []
+        for r in range(config.starts):
+            seed = config.seed + r
+            engine = self._new_engine(seed)
+            generator = torch.Generator().manual_seed(seed)
+            pose_optimizer = self._pose_optimizer(engine, config.lr_refine_while_encoding, True)
+            self._optimise(engine, _Budget(config, each), f"poses[{r}]", self._diffusion_loss, generator,
+                           pose_optimizer, config.fine_at, (r * each, each), span=(0.0, config.fine_at))
+            error, c2w_N44 = self._start_outcome(engine)
+            _log.info("start %d (seed %d): photometric error %.5f", r, seed, error)
+            starts.append(_Start(seed, engine, generator, pose_optimizer, error, c2w_N44))
+        return starts
 
     def _polish_share(self) -> float:
         config = self.config
@@ -608,14 +656,20 @@ class _Run:
         return self._result(engine, c2w, np.full(self.n, np.nan), self.config.seed, [])
 
     @torch.no_grad()
-    def _top_hypothesis_error(self, engine: GenerativeLifting) -> float:
-        """Mean full-image MSE (reassign_size) of every image from its most likely hypothesis:
-        how restarts are compared, without ground truth."""
-        hyp = engine.predict(self.x0_N3SS)
+    def _start_outcome(self, engine: GenerativeLifting) -> tuple[float, np.ndarray]:
+        """How a start of the race ended, without ground truth: the mean full-image MSE
+        (reassign_size) of the images from their most likely hypotheses, each re-assigned as the
+        run's re-assignment would (360 captures: flips undone, so starts in one basin agree), and
+        those poses (N, 4, 4)."""
         index_N = torch.arange(self.n, device=self.device)
-        c2w_N144 = engine.refinement.hypotheses_c2w(hyp, index_N)[index_N, hyp.probs_BK.argmax(dim=-1)][:, None]
-        errors_N = self._full_image_errors(engine, c2w_N144, self.config.reassign_size)[:, 0]
-        return float(errors_N[self.active_N.to(self.device)].mean())
+        if self.config.mode == "360":
+            azimuth_N, elevation_N, _, _, errors_N = self._reassigned(engine)
+            c2w_N44 = engine.refinement.c2w(azimuth_N[:, None], elevation_N[:, None], index_N)[:, 0]
+        else:
+            hyp = engine.predict(self.x0_N3SS)
+            c2w_N44 = engine.refinement.hypotheses_c2w(hyp, index_N)[index_N, hyp.probs_BK.argmax(dim=-1)]
+            errors_N = self._full_image_errors(engine, c2w_N44[:, None], self.config.reassign_size)[:, 0]
+        return float(errors_N[self.active_N.to(self.device)].mean()), c2w_N44.double().cpu().numpy()
 
     def _diffusion_loss(self, engine: GenerativeLifting, progress: float, generator: torch.Generator,
                         fine: bool) -> Tensor:
@@ -639,6 +693,16 @@ class _Run:
     @torch.no_grad()
     def _reassign(self, engine: GenerativeLifting) -> np.ndarray:
         """Keep, per image, the best of the top hypothesis turned by j * 45 degrees (j = 0..7)."""
+        azimuth_N, elevation_N, probability_N, moved_N, _ = self._reassigned(engine)
+        _log.info("re-assignment moved %d of %d images", int(moved_N.sum()), self.n)
+        engine.refinement.set_base(azimuth_N, elevation_N)
+        return probability_N.cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def _reassigned(self, engine: GenerativeLifting) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Per image, the best of its top hypothesis turned by j * 45 degrees of azimuth: azimuth,
+        elevation, the hypothesis' probability, whether it turned, and its full-image MSE at
+        `reassign_size`."""
         hyp = engine.predict(self.x0_N3SS)
         azimuth_N, elevation_N, probability_N = hyp.top()
         turns_J = torch.arange(8, device=self.device) * (math.pi / 4)
@@ -647,10 +711,8 @@ class _Run:
                                          torch.arange(self.n, device=self.device))
         errors_NJ = self._full_image_errors(engine, c2w_NJ44, self.config.reassign_size)
         best_N = errors_NJ.argmin(dim=1)
-        moved = int((best_N != 0).sum())
-        _log.info("re-assignment moved %d of %d images", moved, self.n)
-        engine.refinement.set_base(candidates_NJ.gather(1, best_N[:, None])[:, 0], elevation_N)
-        return probability_N.cpu().numpy().astype(np.float64)
+        return (candidates_NJ.gather(1, best_N[:, None])[:, 0], elevation_N, probability_N, best_N != 0,
+                errors_NJ.gather(1, best_N[:, None])[:, 0])
 
     def _full_image_errors(self, engine: GenerativeLifting, c2w_NJ44: Tensor, size: int) -> Tensor:
         """(N, J) full-image MSE of every image seen from each of its J candidate poses."""
@@ -680,7 +742,7 @@ class _Run:
 
     @torch.no_grad()
     def _result(self, engine: GenerativeLifting, c2w_N44: Tensor, probability_N: np.ndarray, seed: int,
-                restart_losses: list[float]) -> ReconstructionResult:
+                start_errors: list[float]) -> ReconstructionResult:
         images, K = self._level(self.config.fine_size)
         _, h, w, _ = images.shape
         errors = []
@@ -688,12 +750,29 @@ class _Run:
             rgb = engine.render_view(K[i], c2w_N44[i], h, w)
             errors.append(float(((rgb.reshape(h, w, 3) - images[i]) ** 2).mean()))
         error_N = np.array(errors)
+        mean_HW3 = images[self.active_N.to(self.device)].mean(dim=0)
+        mean_image_error_N = ((images - mean_HW3) ** 2).mean(dim=(1, 2, 3)).double().cpu().numpy()
         psnr_N = -10.0 * np.log10(np.maximum(error_N, 1e-10))
         return ReconstructionResult(
             c2w_N44=c2w_N44.double().cpu().numpy(), confidence_N=np.clip((psnr_N - 10.0) / 20.0, 0.0, 1.0),
-            probability_N=probability_N, photometric_error_N=error_N, engine=engine, radius=self.radius,
-            curves=self.curves, seed=seed, restart_losses=restart_losses, rollbacks=self.rollbacks,
-            outlier_N=self.outlier_N, reposed_N=self.reposed_N)
+            probability_N=probability_N, photometric_error_N=error_N, mean_image_error_N=mean_image_error_N,
+            engine=engine, radius=self.radius,
+            curves=self.curves, seed=seed, start_errors=start_errors, rollbacks=self.rollbacks,
+            outlier_N=self.outlier_N, reposed_N=self.reposed_N, start_c2w=self.race_c2w, kept_start=self.kept_start)
+
+
+@dataclass
+class _Start:
+    """One start of the pose-learning race, as the coarse stage left it."""
+
+    seed: int
+    engine: GenerativeLifting
+    generator: torch.Generator
+    pose_optimizer: torch.optim.Optimizer
+    error: float
+    """Mean full-image MSE of the images from their most likely hypotheses."""
+    c2w_N44: np.ndarray
+    """Those hypotheses' poses."""
 
 
 def _lower_residual(current: OutlierCorrection, restarted: OutlierCorrection) -> OutlierCorrection:

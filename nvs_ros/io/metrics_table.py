@@ -12,6 +12,7 @@ POSE_COLUMNS = [
     ("CCA@0.1", "CCA@0.1", "{:.0%}"),
     ("ATE", "ATE", "{:.4f}"),
     ("median_rotation_error_deg", "rot. err. [deg]", "{:.2f}"),
+    ("verdict", "verdict", "{}"),
 ]
 
 

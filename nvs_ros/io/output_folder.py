@@ -147,3 +147,14 @@ def read_poses(out_dir: Path) -> CameraEstimates:
         return poses_from_json(json.loads(path.read_text()))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise OutputFolderError(f"{path} is malformed: {err}") from err
+
+
+def read_run_info(out_dir: Path) -> dict:
+    """run.json of an output folder ({} where there is none)."""
+    path = Path(out_dir) / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise OutputFolderError(f"{path} is malformed: {err}") from err

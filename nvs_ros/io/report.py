@@ -31,6 +31,8 @@ class ReportContent:
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     """Curve name -> (x, y) points, e.g. loss over training step."""
     notes: list[str] = field(default_factory=list)
+    self_check: list[str] = field(default_factory=list)
+    """The run's verdict on its own poses (core.self_check), first line first."""
 
 
 def _png_data_uri(rgb_HW3: np.ndarray) -> str:
@@ -90,6 +92,10 @@ def _metrics_html(metrics: dict) -> str:
 def render_report(content: ReportContent) -> str:
     parts = [f"<h1>{html.escape(content.title)}</h1>"]
     parts += [f"<p>{html.escape(note)}</p>" for note in content.notes]
+    if content.self_check:
+        parts += ["<h2>Self-check (the run's own evidence, no ground truth)</h2>",
+                  f"<p><b>{html.escape(content.self_check[0])}</b></p>"]
+        parts += [f"<p>{html.escape(line)}</p>" for line in content.self_check[1:]]
     if content.metrics:
         parts += ["<h2>Pose accuracy</h2>", _metrics_html(content.metrics)]
     if content.camera_sets:

@@ -59,6 +59,7 @@ from nvs_ros.baselines.feature_chaining import chained_keyframe_poses
 from nvs_ros.core.cameras import intrinsics_matrix
 from nvs_ros.core.keyframes import KeyframeBuffer, KeyframeConfig
 from nvs_ros.core.live_scene import PRIOR_SOURCE, KeyframePoses, LiveSceneConfig
+from nvs_ros.core.self_check import CONVERGED, UNCONFIRMED
 from nvs_ros.io.image_files import downscale, rescale_intrinsics
 from nvs_ros.ros.image_conversion import (ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8,
                                           numpy_to_image_msg)
@@ -432,7 +433,7 @@ class NvsNode(Node):
     def _publish_tracked(self, tracked: TrackedFrame) -> None:
         """An accepted frame's pose on ~/tracked_pose, and on /tf when it is newer than the pose
         there; a rejected frame changes nothing (the worker counts it)."""
-        if not tracked.accepted:
+        if not tracked.accepted or self._withhold_untrusted():
             return
         self._tracked_pub.publish(tracked_pose_msg(tracked.c2w_44, tracked.confidence, self._trajectory_extent,
                                                    self.config.map_frame, tracked.stamp_ns))
@@ -441,6 +442,18 @@ class NvsNode(Node):
             return
         self._send_tf(tracked.c2w_44, tracked.stamp_ns, tracked.scale_source, tracked.stamp_ns,
                       tracked.odometry_c2w_44)
+
+    def _withhold_untrusted(self) -> bool:
+        """True (and said on /diagnostics) unless the scene's last round trusts its poses: its
+        self-check found them converged, or they are odometry's that the scene has not yet borne
+        out (a young field). TF keeps the last trusted pose."""
+        status = self.worker.stats.status
+        verdict = status.verdict if status else None
+        if verdict == CONVERGED or (verdict == UNCONFIRMED and status.pose_start == PRIOR_SOURCE):
+            return False
+        self._tf_withheld = f"the last round's poses are {verdict}: TF keeps the last trusted pose"
+        self.get_logger().warning(self._tf_withheld, throttle_duration_sec=SKIP_LOG_PERIOD_S)
+        return True
 
     def _send_tf(self, T_map_camera_44: np.ndarray, pose_stamp_ns: int, scale_source: str | None,
                  tf_stamp_ns: int, T_odom_camera_44: np.ndarray | None = None) -> None:
@@ -459,9 +472,13 @@ class NvsNode(Node):
                 self._tf_withheld = f"map -> {odom} withheld: the poses are not in odometry's scale yet"
                 self.get_logger().warning(self._tf_withheld, throttle_duration_sec=SKIP_LOG_PERIOD_S)
                 return
+            if self._withhold_untrusted():
+                return
             if T_odom_camera_44 is None:
                 T_odom_camera_44 = self.tf_tree.lookup(odom, camera, pose_stamp_ns)
             self._last_tf = (map_to_odom(T_map_camera_44, T_odom_camera_44), self.config.map_frame, odom)
+        elif self._withhold_untrusted():
+            return
         else:
             self._last_tf = (T_map_camera_44, self.config.map_frame, camera)
         self._tf_withheld = ""
@@ -529,6 +546,8 @@ class NvsNode(Node):
         ready = bool(status and status.ready)
         if stats.failing:
             level, message = DiagnosticStatus.ERROR, stats.last_error
+        elif ready and status.verdict != CONVERGED:
+            level, message = DiagnosticStatus.WARN, f"poses {status.verdict}: {status.verdict_reasons}"
         elif ready:
             level, message = DiagnosticStatus.OK, "publishing poses"
         else:
@@ -558,6 +577,8 @@ class NvsNode(Node):
                   "prior_residual_m": "" if not status or status.prior_residual is None
                   else f"{status.prior_residual:.3f}",
                   "pose_start": status.pose_start if status and status.pose_start else "",
+                  "verdict": status.verdict if status and status.verdict else "",
+                  "verdict_reasons": status.verdict_reasons if status else "",
                   "keyframes_with_odometry": self.stats.keyframes_with_odometry,
                   "keyframes_without_odometry": self.stats.keyframes_without_odometry,
                   "device": self.config.device,

@@ -44,10 +44,24 @@ def test_demo_runs_the_engine_and_prints_one_table_with_every_row(demo_out):
     run = json.loads((demo_out / "nvs_ros" / "run.json").read_text())
     assert run["estimator"].startswith("nvs_ros") and run["config"]["iterations"] == 24
     metrics = json.loads((demo_out / "nvs_ros" / "metrics.json").read_text())
-    assert metrics["num_images"] == 8 and metrics["registered"] == 8
+    registered = sum(entry["registered"] for entry in json.loads((demo_out / "nvs_ros" / "poses.json").read_text())["images"])
+    assert metrics["num_images"] == 8 and metrics["registered"] == registered
     stdout = (demo_out / "stdout.txt").read_text()
     rows = [stdout.index(label) for label in ["nvs_ros (", "pycolmap SfM", "ground truth (self-check)"]]
     assert rows == sorted(rows)  # the engine first, the self-check last
+
+
+def test_a_starved_demo_says_its_poses_are_unconverged(demo_out):
+    """24 steps cannot pose a ring (each of the race's starts gets two): whatever the arithmetic
+    makes of them, the starts do not agree and the field hardly beats the images' mean, and the
+    run must say so in run.json, in the table and in the line below it."""
+    run = json.loads((demo_out / "nvs_ros" / "run.json").read_text())
+    assert run["verdict"]["status"] == "unconverged" and run["verdict"]["reasons"], run["verdict"]
+    assert len(run["verdict"]["evidence"]["start_agreement"]) == 2  # three starts: two second opinions
+    metrics = json.loads((demo_out / "nvs_ros" / "metrics.json").read_text())
+    assert metrics["verdict"] == "unconverged"
+    stdout = (demo_out / "stdout.txt").read_text()
+    assert "verdict" in stdout and "unconverged" in stdout
 
 
 def test_demo_writes_the_scene_and_a_perfect_self_check(demo_out):

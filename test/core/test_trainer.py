@@ -38,8 +38,10 @@ def _top_poses(engine, scene) -> np.ndarray:
 def test_short_run_reduces_pose_error(scene) -> None:
     """Measured (seed 0, 1500 steps, ~30 s on the idle 2-core CPU): median relative rotation
     error ~90 degrees after the first step -> 2-4 degrees, RRA@15 ~0.1 -> 1.0 (noise off and
-    the default curriculum alike). Other seeds need
-    more steps (seeds 2, 3 at 1000 steps stayed near 0.1): the trainer's restarts exist for that."""
+    the default curriculum alike). Other seeds need more steps (seeds 2, 3 at 1000 steps stayed
+    near 0.1), and which seeds converge moves with the arithmetic: this test asserts what holds
+    on any machine, the first step's poses are wrong and the run's poses are right at the end
+    (one start, no race of starts: a single start is "unconfirmed" by its self-check)."""
     initial = []
 
     def first_step(progress: TrainingProgress) -> None:
@@ -53,9 +55,28 @@ def test_short_run_reduces_pose_error(scene) -> None:
     assert final["median_relative_rotation_error_deg"] < 10.0, final
     assert result.c2w_N44.shape == (8, 4, 4) and result.c2w_N44.dtype == np.float64
     assert np.isfinite(result.confidence_N).all() and ((0 <= result.confidence_N) & (result.confidence_N <= 1)).all()
+    assert result.verdict.status == "unconfirmed" and "one start" in result.verdict.summary()
     phases = {row["phase"] for row in result.curves}
-    assert phases == {"poses[0]", "refine", "polish"}
+    assert phases == {"poses[0]", "poses", "refine", "polish"}
     assert [row["step"] for row in result.curves] == sorted(row["step"] for row in result.curves)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_race_of_starts_is_right_when_it_says_converged_and_flagged_when_wrong(scene, seed) -> None:
+    """Three starts share the coarse stage; the run's self-check (no ground truth) must agree with
+    ground truth: converged -> RRA@15 >= 0.9, RRA@15 < 0.9 -> not converged. Measured with three
+    starts at 1500 steps (fine_at 0.6): seed 0 RRA@15 0.21 flagged unconverged (the starts' images
+    errors within 2%), seed 1 1.00 converged (its start's error 0.09 of the others'); which seed
+    lands where moves with the arithmetic, the agreement of verdict and truth must not."""
+    result = reconstruct(scene.without_ground_truth(), replace(TINY, starts=3, fine_at=0.6, seed=seed))
+    final = _metrics(result.c2w_N44, scene)
+    assert len(result.start_errors) == len(result.start_c2w) == 3
+    assert result.start_errors[result.kept_start] == min(result.start_errors)
+    assert {row["phase"] for row in result.curves} >= {"poses[0]", "poses[1]", "poses[2]", "poses"}
+    if result.verdict.converged:
+        assert final["RRA@15"] >= 0.9, (final, result.verdict.evidence)
+    if final["RRA@15"] < 0.9:
+        assert not result.verdict.converged, (final, result.verdict.evidence)
 
 
 def test_oracle_with_known_poses_fits_the_images(scene) -> None:

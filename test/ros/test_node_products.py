@@ -144,19 +144,28 @@ def play_in_background(bag_path: Path, context) -> threading.Thread:
 
 
 def test_bag_in_poses_cloud_frusta_views_save_and_reset_out(bag, tmp_path, rclpy_context, spin_until):
-    """With tracking off, the products of the keyframes alone (nothing tracked)."""
+    """With tracking off, the products of the keyframes alone (nothing tracked). The poses are
+    learnt in rounds of a few seconds at 32 px, which the self-check rarely finds converged: TF
+    carries them only when it does, and /diagnostics says which it was."""
     out = tmp_path / "products"
     proc = start_node(*TINY, "-p", f"output_folder:={out}", "-p", "track_rate_hz:=0.0")
     try:
         listener = Listener(rclpy_context, spin_until)
         player = play_in_background(bag, rclpy_context)
-        listener.wait(lambda: listener.transforms(CAMERA_FRAME) and "point_cloud" in listener.latest
-                      and listener.latest["point_cloud"].width > 10, "TF and a point cloud")
+        listener.wait(lambda: "point_cloud" in listener.latest and listener.latest["point_cloud"].width > 10
+                      and listener.scene_status.get("verdict"), "a point cloud and the round's verdict")
         player.join(TIMEOUT_S)
 
-        (tf, *_) = listener.transforms(CAMERA_FRAME)
-        assert tf.header.frame_id == "map"
-        assert np.isfinite(transform_to_matrix(tf)).all()
+        if listener.scene_status["verdict"] == "converged":
+            listener.wait(lambda: listener.transforms(CAMERA_FRAME), "TF of converged poses")
+            (tf, *_) = listener.transforms(CAMERA_FRAME)
+            assert tf.header.frame_id == "map" and np.isfinite(transform_to_matrix(tf)).all()
+            listener.wait(lambda: listener.scene_status.get("tf") == f"map -> {CAMERA_FRAME}", "TF on /diagnostics")
+        else:  # the poses it does not trust stay off TF, and it says why
+            listener.wait(lambda: "TF keeps the last trusted pose" in listener.scene_status.get("tf_withheld", ""),
+                          "the withheld TF on /diagnostics")
+            assert not listener.transforms(CAMERA_FRAME) and listener.scene_status["tf"] == ""
+            assert listener.scene_status["verdict_reasons"]
         xyz_P3, rgb_P3 = point_cloud_from_msg(listener.latest["point_cloud"])
         assert {f.name for f in listener.latest["point_cloud"].fields} == {"x", "y", "z", "rgb"}
         assert len(xyz_P3) > 10 and np.isfinite(xyz_P3).all() and rgb_P3.std() > 0
@@ -170,13 +179,10 @@ def test_bag_in_poses_cloud_frusta_views_save_and_reset_out(bag, tmp_path, rclpy
         assert markers[0].action == Marker.DELETEALL and all(len(m.points) == 16 for m in markers[1:])
         view = listener.latest["latest_view"]
         assert (view.encoding, view.width, view.height, view.header.frame_id) == ("rgb8", SIZE, SIZE, CAMERA_FRAME)
-        # /diagnostics is periodic: wait for a status sent after the products went out.
-        listener.wait(lambda: listener.scene_status.get("tf") == f"map -> {CAMERA_FRAME}",
-                      "a ready scene on /diagnostics")
         status = listener.scene_status
         assert status["ready"] == "True" and int(status["rounds"]) >= 1 and float(status["loss"]) >= 0
         assert int(status["training_step"]) > 0 and status["dropped_keyframes"] == "0"
-        assert float(status["first_poses_after_s"]) > 0 and status["tf"] == f"map -> {CAMERA_FRAME}"
+        assert float(status["first_poses_after_s"]) > 0
         assert status["scale_source"] == "none (monocular, arbitrary)" and status["keyframes_with_odometry"] == "0"
         assert status["tracked_frames"] == status["tracking_rejected"] == "0" and not listener.tracked
 
