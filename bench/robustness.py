@@ -38,6 +38,7 @@ NVS_ROS = [sys.executable, "-m", "nvs_ros.cli"]
 # name: the nvs-ros arguments (before --seed/--threads/--out)
 SETS = {
     "demo": ["demo"],
+    "demo-3starts": ["demo", "--starts", "3"],
     "demo-starved": ["demo", "--iters", "100"],
     "chair-learnt": ["reconstruct", str(DATA / "nerf_synthetic_chair"), "--size", "64", "--init", "none",
                      "--time-budget", "1800"],

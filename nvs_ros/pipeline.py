@@ -93,7 +93,8 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
         metrics["verdict"] = result.verdict.status
     info = {"estimator": "nvs_ros generative lifting" + (" (oracle: ground-truth poses)" if config.poses == "gt" else ""),
             "config": dataclasses.asdict(result.config), "seed": config.seed, "kept_seed": result.seed,
-            "mode": config.mode, "start_errors": result.start_errors, "rollbacks": result.rollbacks,
+            "mode": config.mode, "start_errors": [finite_or_none(e) for e in result.start_errors],
+            "rollbacks": result.rollbacks,
             "dataset": image_set.source, "num_views": len(image_set),
             "held_out": [image_set.names[i] for i in np.flatnonzero(held_out_N)],
             "image_size": [image_set.width, image_set.height], **run_info}

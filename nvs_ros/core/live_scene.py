@@ -40,7 +40,7 @@ from nvs_ros.core.pose_prior import PriorAlignment, align_to_prior, within_prior
 from nvs_ros.core.products import point_cloud
 from nvs_ros.core.refine import JointRefinement
 from nvs_ros.core.scene import Scene
-from nvs_ros.core.self_check import UNCONVERGED, Verdict
+from nvs_ros.core.self_check import Verdict
 from nvs_ros.core.trainer import KEEP_INITIAL_POSES, TrainerConfig, reconstruct
 
 ChainedPoses = Callable[[ImageSet], np.ndarray | None]
@@ -257,9 +257,7 @@ class LiveScene:
         products from it (render, save); it must not add keyframes or reset."""
         if len(self._keyframes) < self.config.min_keyframes:
             return self.status()
-        if self._scene is None or self._verdict.status == UNCONVERGED or \
-                len(self._keyframes) >= self.config.regrow_factor * self._keyframes_at_last_round:
-            # a round that does not trust its own poses is followed by another (the next seed)
+        if self._scene is None or len(self._keyframes) >= self.config.regrow_factor * self._keyframes_at_last_round:
             self._full_round(between_steps)
             return self.status()
         self._register_new_keyframes()

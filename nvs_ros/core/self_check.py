@@ -29,7 +29,7 @@ The verdict is "converged" when every piece of evidence the run has holds. When 
 "unconverged" for poses the run learnt, and "unconfirmed" for poses it was given (odometry, a
 poses file, the feature chain): the scene does not bear them out, which may be the poses' fault
 or a field trained too briefly to say (a live round of a few seconds). A learnt run with a single
-start has no second opinion on its basin: "unconfirmed" too.
+start has no second opinion on its basin: "unconfirmed" too, unless its fit is confident.
 """
 
 import math
@@ -181,7 +181,7 @@ def verdict_of(evidence: dict, given_poses: bool, config: SelfCheckConfig = Self
             reasons.append(f"no other start agrees with the kept one ({agreement:.0%} of view pairs within "
                            f"{config.agreement_deg:g} deg), none explains the images clearly worse "
                            f"(error ratio {win_ratio:.2f}), and the fit is {gain_db:.1f} dB over the mean image")
-    elif not given_poses and status == CONVERGED:
+    elif not given_poses and status == CONVERGED and gain_db < config.confident_gain_db:
         status = UNCONFIRMED
-        reasons.append("one start: no second opinion on the poses")
+        reasons.append(f"one start and a fit {gain_db:.1f} dB over the mean image: no second opinion on the poses")
     return status, reasons

@@ -1,28 +1,13 @@
 """The pure helpers of bench/robust.py: cropping foreign images, mixing them in, flipping poses,
 scoring rotations after a robust alignment."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
+from bench_script import load_bench
 
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.metrics import rotation_angle_deg
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load_bench():
-    """bench/ is not a package: import the script by path."""
-    spec = importlib.util.spec_from_file_location("robust_bench", REPO / "bench" / "robust.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-robust = _load_bench()
+robust = load_bench("robust")
 
 
 def _ring(n: int, radius: float = 4.0, height: float = 1.0) -> np.ndarray:

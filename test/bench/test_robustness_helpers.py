@@ -1,24 +1,11 @@
 """The pure helpers of bench/robustness.py: how a run's verdict is scored against its accuracy,
 which arithmetic variants a CPU can run, and how a cell's row joins the stored ones."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from bench_script import load_bench
 
-
-def _load_bench():
-    """bench/ is not a package: import the script by path."""
-    spec = importlib.util.spec_from_file_location("robustness_bench", REPO / "bench" / "robustness.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-robustness = _load_bench()
+robustness = load_bench("robustness")
 
 
 def test_a_wrong_run_must_be_flagged_and_a_right_one_must_not():

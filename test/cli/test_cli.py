@@ -52,12 +52,11 @@ def test_demo_runs_the_engine_and_prints_one_table_with_every_row(demo_out):
 
 
 def test_a_starved_demo_says_its_poses_are_unconverged(demo_out):
-    """24 steps cannot pose a ring (each of the race's starts gets two): whatever the arithmetic
-    makes of them, the starts do not agree and the field hardly beats the images' mean, and the
-    run must say so in run.json, in the table and in the line below it."""
+    """24 steps cannot pose a ring: whatever the arithmetic makes of them, the field hardly beats
+    the images' mean, and the run must say so in run.json, in the table and in the line below it."""
     run = json.loads((demo_out / "nvs_ros" / "run.json").read_text())
     assert run["verdict"]["status"] == "unconverged" and run["verdict"]["reasons"], run["verdict"]
-    assert len(run["verdict"]["evidence"]["start_agreement"]) == 2  # three starts: two second opinions
+    assert run["verdict"]["evidence"]["gain_over_mean_image_db"] < 3.0
     metrics = json.loads((demo_out / "nvs_ros" / "metrics.json").read_text())
     assert metrics["verdict"] == "unconverged"
     stdout = (demo_out / "stdout.txt").read_text()

@@ -171,7 +171,10 @@ def test_a_prior_pose_races_with_the_candidates_and_wins_only_where_it_fits(scen
     registration = scene.register(np.stack([_image(scene, i) for i in index]), scene.K_N33[index],
                                   prior_c2w_N44=priors)
     errors = _angle_between(registration.c2w_B44, truth)
-    assert (errors < 5.0).all() and registration.accepted_B.all(), errors
+    # Measured (degrees, views 2, 9, 5): 0, 0, 0 with torch's and MKL's default kernels; 0, 1.3,
+    # 5.8 with MKL_ENABLE_INSTRUCTIONS=AVX ATEN_CPU_CAPABILITY=default. 10 is twice the worst
+    # seen and far from the 90 degrees of the wrong prior.
+    assert (errors < 10.0).all() and registration.accepted_B.all(), errors
     assert float(registration.probability_B[0]) == 0.0  # the prior won
     assert _angle_between(registration.c2w_B44[1:2], torch.from_numpy(priors[1:2]).float())[0] > 45.0
 
