@@ -2,20 +2,17 @@
 
 A pose that is wrong without warning is the worst answer the product can give, so every run
 says how far its evidence supports it:
-- independent starts: pose learning races several seeds through its coarse stage (core.trainer),
-  each ending with its flips re-assigned; starts that land in the same basin agree on the views'
-  relative rotations, and wrong basins are rarely found twice. Agreement of two pose sets is the share of view pairs whose relative
-  rotations and directions differ by less than `agreement_deg` (RRA of one set against the
-  other: free of the gauge, which each start fixes its own way), over the pairs whose cameras
-  stand apart in either set (starts that all collapsed onto one pose agree on nothing). The
-  kept start's basin is confirmed when another start agrees with it on `min_agreement` of the
-  pairs, or when its images' error beats every other start's clearly (`clear_win_ratio`):
-  starts cut short in a wrong basin explain the images worse, while two basins that explain them
-  equally well and disagree leave the run unconverged, unless the finished run explains its
-  images so well (`confident_gain_db`, below) that no wrong basin has been seen to.
-  On small rings (8 views, 32 px) the race separates right from wrong runs; on the demo's ring
-  (24 views, 128 px) its starts, cut to a third of the coarse stage each, end too alike to say,
-  and the finished fit separates them instead.
+- independent starts (`TrainerConfig.starts` > 1): pose learning races several seeds through its
+  coarse stage (core.trainer), each ending with its flips re-assigned; starts that land in the
+  same basin agree on the views' relative rotations, and wrong basins are rarely found twice.
+  Agreement of two pose sets is the share of view pairs whose relative rotations and directions
+  differ by less than `agreement_deg` (RRA of one set against the other: free of the gauge,
+  which each start fixes its own way), over the pairs whose cameras stand apart in either set
+  (starts that all collapsed onto one pose agree on nothing). The kept start's basin is
+  confirmed when another start agrees with it on `min_agreement` of the pairs, or when its
+  images' error beats every other start's clearly (`clear_win_ratio`): starts cut short in a
+  wrong basin explain the images worse. Otherwise, and for a single start, only a finished fit
+  far better than the mean image (`confident_gain_db`, below) confirms the basin.
 - photometric support: after training, a view the scene explains many times worse than its
   median view (`max_residual_ratio`) is not supported: it is reported unregistered, not placed.
   The ratio is relative to the run's own views, so it holds across scenes, whose absolute
