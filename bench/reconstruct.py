@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from nvs_ros.cli import pose_source, starting_poses
+from nvs_ros.cli import learnt_alternative, pose_source, starting_poses
 from nvs_ros.core.diffusion import DiffusionConfig
 from nvs_ros.core.orbit_poses import OrbitConfig
 from nvs_ros.core.pose_encoder import PoseEncoderConfig
@@ -92,8 +92,7 @@ def run_set(name: str, budget_s: float, seed: int, device: str = "cpu", baseline
                                  run_info={"bench": name, "variant": variant, "init": init,
                                            "initial_poses": started_from},
                                  initial_c2w_N44=initial,
-                                 learn_instead=config_for_mode(mode, **budget, **changed)
-                                 if started_from == "features" else None)
+                                 learn_instead=learnt_alternative(mode, started_from, **budget, **changed))
     rows = [{"set": name, "method": "nvs_ros" + (f" ({variant})" if variant else
                                                  f" (initial poses: {started_from})"), **metrics,
              "time_s": time.perf_counter() - started}]

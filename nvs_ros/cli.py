@@ -25,7 +25,7 @@ from rich.logging import RichHandler
 from nvs_ros import __version__
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.image_set import ImageSet
-from nvs_ros.core.trainer import KEEP_INITIAL_POSES
+from nvs_ros.core.trainer import KEEP_INITIAL_POSES, TrainerConfig, config_for_mode
 from nvs_ros.io.bag_writer import STORAGES, write_bag
 from nvs_ros.io.datasets import load_for_features, load_image_set
 from nvs_ros.io.errors import NvsIOError
@@ -113,7 +113,6 @@ def demo_engine(args: argparse.Namespace, scene: ImageSet, out_dir: Path) -> flo
     """
     from nvs_ros.core.orbit_poses import OrbitConfig
     from nvs_ros.core.pose_encoder import PoseEncoderConfig
-    from nvs_ros.core.trainer import TrainerConfig
     from nvs_ros.pipeline import run_reconstruction
 
     if args.threads:
@@ -151,7 +150,6 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_reconstruct(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from nvs_ros.core.trainer import config_for_mode
     from nvs_ros.io.capture_type import choose_mode
     from nvs_ros.pipeline import run_reconstruction
 
@@ -167,8 +165,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     budget = {"time_budget_s": args.time_budget, "iterations": args.iters, "seed": args.seed, "device": args.device,
               "starts": args.starts}
     config = config_for_mode(mode, poses=args.poses, **budget, **settings)
-    # chained poses the scene does not bear out are not kept blindly: the poses are learnt instead
-    learn_instead = config_for_mode(mode, **budget) if started_from == "features" else None
+    learn_instead = learnt_alternative(mode, started_from, **budget)
     log.info("mode %s (requested: %s)", mode, args.mode)
     log.info("%d views at %dx%d from %s", len(image_set), image_set.width, image_set.height, image_set.source)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -206,6 +203,12 @@ def starting_poses(init: str, source: str | Path, image_set: ImageSet, views: in
 def trainer_settings(init: str, initial_c2w_N44: np.ndarray | None) -> dict:
     """What the trainer changes for these initial poses: chained ones are kept as they are."""
     return KEEP_INITIAL_POSES if pose_source(init, initial_c2w_N44) == "features" else {}
+
+
+def learnt_alternative(mode: str, started_from: str, **settings) -> TrainerConfig | None:
+    """The configuration that learns the poses where chained ones are not converged (chained poses
+    the scene does not bear out are not kept blindly); None for other starts."""
+    return config_for_mode(mode, **settings) if started_from == "features" else None
 
 
 def pose_source(init: str, initial_c2w_N44: np.ndarray | None) -> str:

@@ -40,7 +40,7 @@ from nvs_ros.core.pose_prior import PriorAlignment, align_to_prior, within_prior
 from nvs_ros.core.products import point_cloud
 from nvs_ros.core.refine import JointRefinement
 from nvs_ros.core.scene import Scene
-from nvs_ros.core.self_check import Verdict
+from nvs_ros.core.self_check import CONVERGED, UNCONFIRMED, Verdict
 from nvs_ros.core.trainer import KEEP_INITIAL_POSES, TrainerConfig, reconstruct
 
 ChainedPoses = Callable[[ImageSet], np.ndarray | None]
@@ -114,6 +114,12 @@ class LiveStatus:
     """The last full round's judgement of its own poses (core.self_check: "converged",
     "unconfirmed", "unconverged"); None before the first round."""
     verdict_reasons: str = ""
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the last round's poses may be published as the robot's pose: its self-check
+        found them converged, or they are odometry's that a young field has not yet borne out."""
+        return self.verdict == CONVERGED or (self.verdict == UNCONFIRMED and self.pose_start == PRIOR_SOURCE)
 
 
 @dataclass

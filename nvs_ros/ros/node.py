@@ -59,7 +59,7 @@ from nvs_ros.baselines.feature_chaining import chained_keyframe_poses
 from nvs_ros.core.cameras import intrinsics_matrix
 from nvs_ros.core.keyframes import KeyframeBuffer, KeyframeConfig
 from nvs_ros.core.live_scene import PRIOR_SOURCE, KeyframePoses, LiveSceneConfig
-from nvs_ros.core.self_check import CONVERGED, UNCONFIRMED
+from nvs_ros.core.self_check import CONVERGED
 from nvs_ros.io.image_files import downscale, rescale_intrinsics
 from nvs_ros.ros.image_conversion import (ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8,
                                           numpy_to_image_msg)
@@ -444,14 +444,12 @@ class NvsNode(Node):
                       tracked.odometry_c2w_44)
 
     def _withhold_untrusted(self) -> bool:
-        """True (and said on /diagnostics) unless the scene's last round trusts its poses: its
-        self-check found them converged, or they are odometry's that the scene has not yet borne
-        out (a young field). TF keeps the last trusted pose."""
+        """True (and said on /diagnostics) unless the scene trusts its last round's poses
+        (LiveStatus.trusted). TF keeps the last trusted pose."""
         status = self.worker.stats.status
-        verdict = status.verdict if status else None
-        if verdict == CONVERGED or (verdict == UNCONFIRMED and status.pose_start == PRIOR_SOURCE):
+        if status is not None and status.trusted:
             return False
-        self._tf_withheld = f"the last round's poses are {verdict}: TF keeps the last trusted pose"
+        self._tf_withheld = f"the last round's poses are {status.verdict if status else None}: TF keeps the last trusted pose"
         self.get_logger().warning(self._tf_withheld, throttle_duration_sec=SKIP_LOG_PERIOD_S)
         return True
 

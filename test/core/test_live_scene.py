@@ -290,3 +290,15 @@ def test_keyframes_registration_cannot_place_bring_a_full_round() -> None:
     assert "view_008.png" in poses.names, poses.names
     index = [room.names.index(name) for name in poses.names]
     assert evaluate_poses(poses.c2w_N44, np.ones(len(index), bool), room.c2w_N44[index])["RRA@5"] == 1.0
+
+
+def test_only_converged_rounds_or_young_odometry_rounds_are_trusted() -> None:
+    from nvs_ros.core.live_scene import LiveStatus
+
+    def status(verdict, pose_start):
+        return LiveStatus(4, 4, 10, 0.1, 1, True, pose_start=pose_start, verdict=verdict)
+
+    assert status("converged", "learnt").trusted and status("converged", "features").trusted
+    assert status("unconfirmed", "odometry").trusted  # odometry's poses, a field too young to confirm them
+    assert not status("unconfirmed", "features").trusted and not status("unconfirmed", "learnt").trusted
+    assert not status("unconverged", "odometry").trusted and not status(None, None).trusted
