@@ -68,8 +68,10 @@ def test_subscriber_receives_the_bag_with_clock(scene, tmp_path, rclpy_context, 
 
     player = PlayerThread(bag, wait_for_subscribers_s=TIMEOUT_S)
     player.start()
-    done = spin_until(node, lambda: len(got["image"]) == 6 and len(got["gt"]) == 6 and got["clock"]
-                      and stamp_to_ns(got["clock"][-1].clock) == stamps[-1], TIMEOUT_S)
+    # Every topic is its own DDS writer, so the last image can arrive before the last camera_info:
+    # wait for all of them, not one.
+    done = spin_until(node, lambda: all(len(got[key]) == 6 for key in ("image", "info", "gt"))
+                      and got["clock"] and stamp_to_ns(got["clock"][-1].clock) == stamps[-1], TIMEOUT_S)
     stats = player.finish()
     assert done, {key: len(value) for key, value in got.items()}
 
