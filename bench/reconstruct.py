@@ -5,8 +5,9 @@
     .venv/bin/python bench/reconstruct.py --list
     python bench/reconstruct.py chair --device cuda --no-baseline   # the engine on a GPU machine
 
-Each set runs `nvs_ros.pipeline.run_reconstruction` (the defaults of `nvs-ros reconstruct`, `--init
-auto` included: chained features start the poses where they place at least half of the views)
+Each set runs `nvs_ros.app.reconstruction.run_reconstruction` (the defaults of `nvs-ros
+reconstruct`, `--init auto` included: chained features start the poses where they place at least
+half of the views)
 and `nvs_ros.baselines.colmap_sfm.run_colmap` on the same loaded images, writes both output
 folders under bench/results/reconstruct/<set>/{nvs_ros,colmap}/ and the row to
 bench/results/reconstruct/<set>.json, and prints the table. Times are wall-clock on this machine.
@@ -34,7 +35,7 @@ from nvs_ros.io.capture_type import choose_mode
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.evaluation import score_estimates
 from nvs_ros.io.output_folder import write_json, write_output_folder
-from nvs_ros.pipeline import run_reconstruction
+from nvs_ros.app.reconstruction import run_reconstruction
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NVS_ROS_DATA", ROOT / "../shared/data"))

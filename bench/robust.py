@@ -54,7 +54,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-import nvs_ros.pipeline as pipeline
+import nvs_ros.app.reconstruction as pipeline
 from nvs_ros.cli import initial_poses, pose_source, trainer_settings
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.cameras import scale_intrinsics

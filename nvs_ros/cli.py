@@ -113,7 +113,7 @@ def demo_engine(args: argparse.Namespace, scene: ImageSet, out_dir: Path) -> flo
     """
     from nvs_ros.core.orbit_poses import OrbitConfig
     from nvs_ros.core.pose_encoder import PoseEncoderConfig
-    from nvs_ros.pipeline import run_reconstruction
+    from nvs_ros.app.reconstruction import run_reconstruction
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -151,7 +151,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nvs_ros.io.capture_type import choose_mode
-    from nvs_ros.pipeline import run_reconstruction
+    from nvs_ros.app.reconstruction import run_reconstruction
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -257,7 +257,7 @@ def _chained_poses(feature_set: ImageSet, required: bool) -> np.ndarray | None:
 def run_register(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from nvs_ros.frame_registration import register_images, write_registrations
+    from nvs_ros.app.frame_registration import register_images, write_registrations
     from nvs_ros.io.scene_checkpoint import load_scene
 
     if args.threads:

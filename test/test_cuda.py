@@ -16,7 +16,7 @@ from nvs_ros.core.trainer import build_engine
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.output_folder import read_poses
 from nvs_ros.io.scene_checkpoint import load_scene
-from nvs_ros.pipeline import run_reconstruction
+from nvs_ros.app.reconstruction import run_reconstruction
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 

@@ -2,7 +2,7 @@
 
 The image callback ingests the camera (raw or compressed images + CameraInfo, or fallback
 intrinsics), converts and validates every frame, skips bad input with a throttled warning and
-selects keyframes; accepted keyframes are queued for the scene worker (ros/scene_worker.py),
+selects keyframes; accepted keyframes are queued for the scene worker (app/scene_worker.py),
 which owns the LiveScene, trains it in slices and hands back poses, the cloud and rendered
 views. This node publishes them (REP 103/105, see README "ROS 2"):
     /tf                       map -> camera optical frame (or map -> odom, see below)
@@ -69,7 +69,7 @@ from nvs_ros.ros.params import NodeConfig, ParameterError, declare_node_config
 from nvs_ros.ros.point_cloud_msg import point_cloud_msg
 from nvs_ros.ros.qos import (IMAGE_QOS, LATCHED_QOS, RELIABLE_IMAGE_QOS, TF_LISTENER_QOS,
                              TF_STATIC_LISTENER_QOS)
-from nvs_ros.ros.scene_worker import (QueuedKeyframe, RenderedView, RenderRequest, SceneWorker, TrackedFrame,
+from nvs_ros.app.scene_worker import (QueuedKeyframe, RenderedView, RenderRequest, SceneWorker, TrackedFrame,
                                       TrackRequest)
 from nvs_ros.ros.tf_broadcaster import TfBroadcaster
 from nvs_ros.ros.tf_tree import TfTree, map_to_odom

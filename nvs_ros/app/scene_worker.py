@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from nvs_ros.core.live_scene import ChainedPoses, KeyframePoses, LiveScene, LiveSceneConfig, LiveStatus
-from nvs_ros.ros.scene_saving import save_scene_products
+from nvs_ros.app.scene_saving import save_scene_products
 
 log = logging.getLogger(__name__)
 

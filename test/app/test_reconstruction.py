@@ -1,4 +1,4 @@
-"""nvs_ros.pipeline: the initial poses of the views registered after training become their
+"""nvs_ros.app.reconstruction: the initial poses of the views registered after training become their
 priors in the trained scene's gauge, and a registration that lands on its prior is confirmed."""
 
 from dataclasses import replace
@@ -13,7 +13,7 @@ from nvs_ros.core.refine import RefineConfig
 from nvs_ros.core.scene import Scene
 from nvs_ros.core.trainer import reconstruct
 from nvs_ros.io.datasets import load_image_set
-from nvs_ros.pipeline import all_estimates, confirmed_by_prior, held_out_priors
+from nvs_ros.app.reconstruction import all_estimates, confirmed_by_prior, held_out_priors
 
 GAUGE = load_image_set("bundled", max_side=16, views=12).c2w_N44
 """A ring of 12 cameras: 10 trained, views 0 and 6 held out."""

@@ -11,7 +11,7 @@ from tiny_engine import TINY
 
 from nvs_ros.core.live_scene import LiveSceneConfig
 from nvs_ros.io.bundled_scene import render_bundled_scene
-from nvs_ros.ros.scene_worker import QueuedKeyframe, RenderRequest, SceneWorker, TrackRequest
+from nvs_ros.app.scene_worker import QueuedKeyframe, RenderRequest, SceneWorker, TrackRequest
 
 TIMEOUT_S = 30.0
 
