@@ -26,16 +26,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from nvs_ros.cli import learnt_alternative, pose_source, starting_poses
+from nvs_ros.app.pose_start import resolve_pose_start
+from nvs_ros.app.reconstruction import run_reconstruction
 from nvs_ros.core.diffusion import DiffusionConfig
 from nvs_ros.core.orbit_poses import OrbitConfig
 from nvs_ros.core.pose_encoder import PoseEncoderConfig
-from nvs_ros.core.trainer import config_for_mode
 from nvs_ros.io.capture_type import choose_mode
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.evaluation import score_estimates
 from nvs_ros.io.output_folder import write_json, write_output_folder
-from nvs_ros.app.reconstruction import run_reconstruction
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NVS_ROS_DATA", ROOT / "../shared/data"))
@@ -83,17 +82,16 @@ def run_set(name: str, budget_s: float, seed: int, device: str = "cpu", baseline
     image_set = load_image_set(source, max_side=size, views=views)
     started = time.perf_counter()
     init = changes.get("init", "auto")
-    initial, settings = starting_poses(init, source, image_set, views=views)
-    started_from = pose_source(init, initial)
+    start = resolve_pose_start(init, source, image_set, views=views)
+    started_from = start.start.value
     changed = {k: v for k, v in changes.items() if k != "init"}
     budget = {"time_budget_s": budget_s, "seed": seed, "device": device}
     mode = choose_mode(image_set)
-    metrics = run_reconstruction(image_set, RESULTS / name / "nvs_ros",
-                                 config_for_mode(mode, **budget, **settings, **changed),
+    metrics = run_reconstruction(image_set, RESULTS / name / "nvs_ros", start.trainer_config(mode, **budget, **changed),
                                  run_info={"bench": name, "variant": variant, "init": init,
                                            "initial_poses": started_from},
-                                 initial_c2w_N44=initial,
-                                 learn_instead=learnt_alternative(mode, started_from, **budget, **changed))
+                                 initial_c2w_N44=start.c2w_N44, prior_source=start.prior_source,
+                                 learn_instead=start.learnt_alternative(mode, **budget, **changed)).metrics
     rows = [{"set": name, "method": "nvs_ros" + (f" ({variant})" if variant else
                                                  f" (initial poses: {started_from})"), **metrics,
              "time_s": time.perf_counter() - started}]

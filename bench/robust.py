@@ -20,7 +20,7 @@ outliers-auto: the same mixed and clean sets through `nvs-ros reconstruct`'s def
     the finished scene was rejected. Held-out views (every 8th) are registered, as in any run.
 flipped: nerf_synthetic_chair, 100 views at 64 px, through `run_reconstruction` (the pipeline of
     `nvs-ros reconstruct`, held-out registration included) started from initial poses read from
-    a poses file the way `--init PATH` reads it (`nvs_ros.cli.initial_poses`). The file holds the
+    a poses file the way `--init PATH` reads it (`nvs_ros.app.pose_start.initial_poses`). The file holds the
     ground truth with noise (3 degrees about a random axis, 3% of the ring radius in a random
     direction), and 20% of the training views (the held-out ones are registered into the
     finished scene with their initial pose as a prior, since 2026-12-03), drawn with the seed,
@@ -43,8 +43,6 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -54,15 +52,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-import nvs_ros.app.reconstruction as pipeline
-from nvs_ros.cli import initial_poses, pose_source, trainer_settings
+from nvs_ros.app.pose_start import AUTO, initial_poses
+from nvs_ros.app.reconstruction import HOLD_OUT_EVERY, held_out_mask, run_reconstruction
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.cameras import scale_intrinsics
 from nvs_ros.core.image_set import ImageSet, resize_images
 from nvs_ros.core.metrics import evaluate_poses, ransac_sim3, rotation_angle_deg
 from nvs_ros.core.trainer import ReconstructionResult, config_for_mode, reconstruct
 from nvs_ros.io.datasets import load_for_features, load_image_set
-from nvs_ros.io.output_folder import read_poses, write_json, write_output_folder
+from nvs_ros.io.output_folder import write_json, write_output_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NVS_ROS_DATA", ROOT / "../shared/data"))
@@ -212,15 +210,14 @@ def run_outliers_auto(budget_s: float, seed: int, runs: tuple[str, ...] = OUTLIE
     for run in runs:
         image_set, feature_set, is_foreign_N = sets[run]
         started = time.perf_counter()
-        initial_N44 = initial_poses("auto", image_set, feature_set)
-        started_from = pose_source("auto", initial_N44)
-        config = config_for_mode("360", time_budget_s=budget_s, seed=seed, **trainer_settings("auto", initial_N44))
+        start = initial_poses(AUTO, image_set, feature_set)
+        initial_N44, started_from = start.c2w_N44, start.start.value
+        config = start.trainer_config("360", time_budget_s=budget_s, seed=seed)
         out_dir = RESULTS / "outliers-auto" / run
-        pipeline.run_reconstruction(image_set, out_dir, config, initial_c2w_N44=initial_N44,
-                                    run_info={"bench": "robust outliers-auto", "run": run,
-                                              "initial_poses": started_from})
+        estimates = run_reconstruction(image_set, out_dir, config, initial_c2w_N44=initial_N44,
+                                       run_info={"bench": "robust outliers-auto", "run": run,
+                                                 "initial_poses": started_from}).estimates
         seconds = time.perf_counter() - started
-        estimates = read_poses(out_dir)
         chair_i = np.flatnonzero(~is_foreign_N)
         metrics = evaluate_poses(estimates.c2w_N44[chair_i], estimates.registered_N[chair_i], chair.c2w_N44)
         unregistered_N = ~estimates.registered_N
@@ -239,7 +236,7 @@ def run_outliers_auto(budget_s: float, seed: int, runs: tuple[str, ...] = OUTLIE
 def run_flipped(budget_s: float, seed: int) -> list[dict]:
     chair = load_image_set(CHAIR, max_side=SIZE, views=FLIPPED_VIEWS)
     gt_N44 = chair.c2w_N44
-    training_N = ~pipeline.held_out_mask(len(chair), pipeline.HOLD_OUT_EVERY)
+    training_N = ~held_out_mask(len(chair), HOLD_OUT_EVERY)
     rng = np.random.default_rng(seed)
     training = np.flatnonzero(training_N)
     flipped = np.sort(rng.choice(training, round(FLIPPED_FRACTION * len(training)), replace=False))
@@ -253,17 +250,16 @@ def run_flipped(budget_s: float, seed: int) -> list[dict]:
                         {"bench": "robust flipped", "flipped": [chair.names[i] for i in flipped],
                          "noise": {"rotation_deg": NOISE_ROTATION_DEG,
                                    "position": NOISE_POSITION_FRACTION * ring_radius}})
-    read_back_N44 = initial_poses(str(initial_dir), chair)  # as `nvs-ros reconstruct --init PATH`
+    read_back_N44 = initial_poses(str(initial_dir), chair).c2w_N44  # as `nvs-ros reconstruct --init PATH`
 
     rows = [_flipped_row("initial poses", _estimates(chair, read_back_N44), gt_N44, training_N, flipped_N, None, 0.0)]
     out_dir = RESULTS / "flipped" / "nvs_ros"
     config = config_for_mode("360", time_budget_s=budget_s, seed=seed)
     started = time.perf_counter()
-    with keeping_trainer_result() as kept:
-        pipeline.run_reconstruction(chair, out_dir, config, run_info={"bench": "robust flipped"},
-                                    initial_c2w_N44=read_back_N44)
-    rows.append(_flipped_row("nvs_ros", read_poses(out_dir), gt_N44, training_N, flipped_N, kept[0],
-                             time.perf_counter() - started))
+    reconstruction = run_reconstruction(chair, out_dir, config, run_info={"bench": "robust flipped"},
+                                        initial_c2w_N44=read_back_N44)
+    rows.append(_flipped_row("nvs_ros", reconstruction.estimates, gt_N44, training_N, flipped_N,
+                             reconstruction.training, time.perf_counter() - started))
     return _finish("flipped", rows, budget_s, f"{chair.width}x{chair.height}")
 
 
@@ -289,24 +285,6 @@ def _flipped_row(run: str, estimates: CameraEstimates, gt_N44: np.ndarray, train
         row.update({"reposed": int(reposed_N.sum()), "reposed_flipped": int(reposed_N[flipped_N].sum()),
                     "taken_out": int(outlier_N.sum()), "taken_out_flipped": int(outlier_N[flipped_N].sum())})
     return row
-
-
-@contextmanager
-def keeping_trainer_result() -> Iterator[list[ReconstructionResult]]:
-    """`run_reconstruction` returns the metrics only; the re-posed / taken-out views are in the
-    trainer's result, so the `reconstruct` it calls is wrapped to keep that result."""
-    kept: list[ReconstructionResult] = []
-    original = pipeline.reconstruct
-
-    def keeping(*args, **kwargs) -> ReconstructionResult:
-        kept.append(original(*args, **kwargs))
-        return kept[-1]
-
-    pipeline.reconstruct = keeping
-    try:
-        yield kept
-    finally:
-        pipeline.reconstruct = original
 
 
 def _estimates(image_set: ImageSet, c2w_N44: np.ndarray) -> CameraEstimates:

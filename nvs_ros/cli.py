@@ -25,9 +25,9 @@ from rich.logging import RichHandler
 from nvs_ros import __version__
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.image_set import ImageSet
-from nvs_ros.core.trainer import KEEP_INITIAL_POSES, TrainerConfig, config_for_mode
+from nvs_ros.core.trainer import TrainerConfig
 from nvs_ros.io.bag_writer import STORAGES, write_bag
-from nvs_ros.io.datasets import load_for_features, load_image_set
+from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.errors import NvsIOError
 from nvs_ros.io.evaluation import evaluate_output_folder, write_metrics
 from nvs_ros.io.image_folder import write_image_folder
@@ -150,8 +150,9 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_reconstruct(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from nvs_ros.io.capture_type import choose_mode
+    from nvs_ros.app.pose_start import resolve_pose_start
     from nvs_ros.app.reconstruction import run_reconstruction
+    from nvs_ros.io.capture_type import choose_mode
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -160,12 +161,9 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         raise NvsIOError(f"--poses gt needs ground truth, and {args.input} has none")
     mode = choose_mode(image_set, args.mode)
     init = "none" if args.poses == "gt" else args.init  # the oracle's poses are the ground truth's
-    initial_c2w_N44, settings = starting_poses(init, args.input, image_set, views=args.views, split=args.split)
-    started_from = pose_source(init, initial_c2w_N44)
+    start = resolve_pose_start(init, args.input, image_set, views=args.views, split=args.split)
     budget = {"time_budget_s": args.time_budget, "iterations": args.iters, "seed": args.seed, "device": args.device,
               "starts": args.starts}
-    config = config_for_mode(mode, poses=args.poses, **budget, **settings)
-    learn_instead = learnt_alternative(mode, started_from, **budget)
     log.info("mode %s (requested: %s)", mode, args.mode)
     log.info("%d views at %dx%d from %s", len(image_set), image_set.width, image_set.height, image_set.source)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -177,81 +175,17 @@ def run_reconstruct(args: argparse.Namespace) -> int:
             if state.step % 10 == 0:
                 progress.update(task, completed=state.fraction, description=state.phase, loss=state.loss)
 
-        metrics = run_reconstruction(image_set, Path(args.out), config, on_step,
-                                     {"command": run_config(args), "init": init, "initial_poses": started_from},
-                                     initial_c2w_N44=initial_c2w_N44,
-                                     prior_source="poses file" if started_from == "poses file" else None,
-                                     learn_instead=learn_instead)
+        metrics = run_reconstruction(image_set, Path(args.out), start.trainer_config(mode, poses=args.poses, **budget),
+                                     on_step, {"command": run_config(args), "init": init,
+                                               "initial_poses": start.start.value},
+                                     initial_c2w_N44=start.c2w_N44, prior_source=start.prior_source,
+                                     learn_instead=start.learnt_alternative(mode, **budget)).metrics
     if metrics is not None:
         CONSOLE.print(metrics_table([(f"nvs_ros ({args.poses})", metrics)],
                                     title=f"Pose accuracy on {image_set.source}"))
     print_self_check(Path(args.out))
     CONSOLE.print(f"products: {Path(args.out).resolve()} (poses.json, cloud.ply, views/, report.html)")
     return 0
-
-
-def starting_poses(init: str, source: str | Path, image_set: ImageSet, views: int | None = None,
-                   split: str = "train") -> tuple[np.ndarray | None, dict]:
-    """--init resolved for `image_set` loaded from `source`: the initial poses (None: learnt from
-    the images) and the trainer settings that go with them (chained poses are kept as they are)."""
-    feature_set = (load_for_features(source, image_set, views=views, split=split)
-                   if init in ("auto", "features") else None)
-    initial_c2w_N44 = initial_poses(init, image_set, feature_set)
-    return initial_c2w_N44, trainer_settings(init, initial_c2w_N44)
-
-
-def trainer_settings(init: str, initial_c2w_N44: np.ndarray | None) -> dict:
-    """What the trainer changes for these initial poses: chained ones are kept as they are."""
-    return KEEP_INITIAL_POSES if pose_source(init, initial_c2w_N44) == "features" else {}
-
-
-def learnt_alternative(mode: str, started_from: str, **settings) -> TrainerConfig | None:
-    """The configuration that learns the poses where chained ones are not converged (chained poses
-    the scene does not bear out are not kept blindly); None for other starts."""
-    return config_for_mode(mode, **settings) if started_from == "features" else None
-
-
-def pose_source(init: str, initial_c2w_N44: np.ndarray | None) -> str:
-    """Where the initial poses came from: none (learnt), features, or poses file."""
-    if initial_c2w_N44 is None:
-        return "none"
-    return "features" if init in ("auto", "features") else "poses file"
-
-
-def initial_poses(init: str, image_set: ImageSet, feature_set: ImageSet | None = None) -> np.ndarray | None:
-    """--init: none; features (OpenCV pose chaining of the ordered images, of `feature_set`
-    where given: the same views at a size features can use, io.datasets.load_for_features); auto
-    (the chained poses where they place at least half of the images, else none); or an output
-    folder / poses.json whose poses (matched by image name; missing ones NaN) start the
-    refinement."""
-    if init == "none":
-        return None
-    if init in ("auto", "features"):
-        return _chained_poses(image_set if feature_set is None else feature_set, required=init == "features")
-    path = Path(init)
-    estimates = read_poses(path.parent if path.suffix == ".json" else path)
-    by_name = {name: i for i, name in enumerate(estimates.names)}
-    c2w_N44 = np.full((len(image_set), 4, 4), np.nan)
-    for i, name in enumerate(image_set.names):
-        if name in by_name and estimates.registered_N[by_name[name]]:
-            c2w_N44[i] = estimates.c2w_N44[by_name[name]]
-    log.info("initial poses for %d of %d images from %s", int(np.isfinite(c2w_N44[:, 0, 0]).sum()),
-             len(image_set), path)
-    return c2w_N44
-
-
-def _chained_poses(feature_set: ImageSet, required: bool) -> np.ndarray | None:
-    """The chained poses (NaN where a view is not placed), or None (`required`: an error) where
-    fewer than half of the views are placed: too little texture or resolution for features."""
-    from nvs_ros.baselines.feature_chaining import chained_start
-
-    c2w_N44, placed = chained_start(feature_set.without_ground_truth())
-    if c2w_N44 is None and required:
-        raise NvsIOError(f"feature chaining placed only {placed} of {len(feature_set)} images (too little "
-                         "texture or resolution for features): try --init none")
-    if c2w_N44 is None:
-        log.info("too few placed to start from: the poses are learnt from the images alone")
-    return c2w_N44
 
 
 def run_register(args: argparse.Namespace) -> int:

@@ -54,9 +54,9 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
                        progress: Callable[[TrainingProgress], None] | None = None,
                        run_info: dict | None = None, hold_out_every: int = HOLD_OUT_EVERY,
                        initial_c2w_N44: np.ndarray | None = None, prior_source: str | None = None,
-                       learn_instead: TrainerConfig | None = None) -> dict | None:
+                       learn_instead: TrainerConfig | None = None) -> "ReconstructionRun":
     """Reconstruct `image_set` without its held-out views, register those into the scene,
-    write every product to `out_dir`; returns the metrics (or None without ground truth).
+    write every product to `out_dir`; returns what was written and the training it came from.
 
     `initial_c2w_N44` (NaN rows: unknown) start the poses instead of learning them; with
     `prior_source` (e.g. "poses file") they are also the frame and scale of the products. With
@@ -102,7 +102,8 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     info["timings"] = {"train_s": train_s, "register_held_out_s": register_s}
     info["training_steps"] = len(result.curves)  # with train_s, the speed of a device at this size
     info["output_frame"] = "gauge (arbitrary scale)" if scene.output_frame is None else scene.scale_source
-    write_output_folder(out_dir, in_output_frame(estimates, scene), info, metrics)  # poses first: the main product
+    published = in_output_frame(estimates, scene)
+    write_output_folder(out_dir, published, info, metrics)  # poses first: the main product
     save_scene(out_dir, scene)
 
     products_started = time.perf_counter()
@@ -115,7 +116,23 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     info["timings"]["products_s"] = time.perf_counter() - products_started
     info["timings"]["total_s"] = time.perf_counter() - started
     write_json(out_dir / "run.json", {"versions": software_versions(), **info})
-    return metrics
+    return ReconstructionRun(metrics=metrics, estimates=published, training=result,
+                             run_info=info)
+
+
+@dataclass(frozen=True)
+class ReconstructionRun:
+    """What `run_reconstruction` wrote, for callers that read it rather than the files."""
+
+    metrics: dict | None
+    """metrics.json's content; None without ground truth."""
+    estimates: CameraEstimates
+    """poses.json's content: every image, in the products' frame."""
+    training: ReconstructionResult
+    """The kept training of the views trained on (in their order): re-posed and outlier views,
+    verdict, curves."""
+    run_info: dict
+    """run.json's content, without the software versions."""
 
 
 @dataclass

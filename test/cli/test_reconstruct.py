@@ -45,7 +45,7 @@ def test_output_folder_is_complete_and_eval_reproduces_its_metrics(tmp_path):
     assert run["timings"]["train_s"] > 0 and run["config"]["iterations"] == 40 and "torch" in run["versions"]
     assert 0.9 * 40 <= run["training_steps"] <= 40  # the phases' shares of 40 steps, rounded down
     assert run["held_out"] == ["view_000.png"]
-    assert run["init"] == "auto" and run["initial_poses"] == "none"  # too little texture at 32 px: learnt
+    assert run["init"] == "auto" and run["initial_poses"] == "learnt"  # too little texture at 32 px
 
     written = json.loads((out / "metrics.json").read_text())
     scored = subprocess.run([str(NVS_ROS), "eval", str(out), "--gt", "bundled:object", "--size", "32",
