@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -34,7 +33,7 @@ from nvs_ros.core.products import backproject, merge_clouds
 from nvs_ros.core.scene import Scene
 from nvs_ros.core.trainer import ReconstructionResult, TrainerConfig, TrainingProgress, reconstruct
 from nvs_ros.io.evaluation import score_estimates
-from nvs_ros.io.output_folder import software_versions, write_json, write_output_folder
+from nvs_ros.io.output_folder import software_versions, write_json, write_output_folder, write_png
 from nvs_ros.io.point_cloud_ply import write_point_cloud_ply
 from nvs_ros.io.report import ReportContent, write_report
 from nvs_ros.io.scene_checkpoint import save_scene
@@ -310,7 +309,7 @@ def write_views(folder: Path, scene: Scene, estimates: CameraEstimates, image_se
         real_HW3 = small.images_NHW3[i]
         stem = Path(image_set.names[i]).stem
         for suffix, image in [("real", real_HW3), ("render", rendered_HW3)]:
-            cv2.imwrite(str(folder / f"{stem}_{suffix}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            write_png(folder / f"{stem}_{suffix}.png", image)
         pairs.append(ViewPair(image_set.names[i], bool(held_out_N[i]), real_HW3, rendered_HW3,
                               psnr(rendered_HW3, real_HW3), ssim(rendered_HW3, real_HW3)))
     return pairs

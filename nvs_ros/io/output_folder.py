@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -27,14 +28,14 @@ POSES_FORMAT = "nvs_ros.poses/1"
 CONVENTION = "camera-to-world 4x4, OpenCV camera axes (x right, y down, z forward)"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder."""
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write `content` (text or bytes) to `path` through a temporary file in the same folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -43,6 +44,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, default=_to_jsonable) + "\n")
+
+
+def write_png(path: Path, rgb_HW3: np.ndarray) -> None:
+    """An (H, W, 3) uint8 RGB image as a PNG file, written atomically (views/ of an output folder)."""
+    ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb_HW3), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OutputFolderError(f"cannot encode a {np.shape(rgb_HW3)} image as PNG for {path}")
+    write_atomic(path, png.tobytes())
 
 
 def _to_jsonable(value: Any) -> Any:
