@@ -13,7 +13,6 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
-        (f"share/{PACKAGE}/models", glob("models/*.yaml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
