@@ -24,6 +24,7 @@ from rich.logging import RichHandler
 
 from nvs_ros import __version__
 from nvs_ros.core.camera_estimates import CameraEstimates
+from nvs_ros.core.errors import NvsError
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.trainer import TrainerConfig
 from nvs_ros.io.bag_writer import STORAGES, write_bag
@@ -42,6 +43,25 @@ DEMO_STEPS = 2500
 """Engine training steps of `nvs-ros demo` (a step budget: the same result on a busy machine):
 420 s of engine on the 2-core machine beside one other run. Three starts given 3500 steps took
 1.44 times as long. Accuracy over seeds and arithmetic: bench/robustness.py."""
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+"""A mistake the user can correct (nvs_ros.core.errors.NvsError): the one ERROR line says which."""
+EXIT_USAGE = 2
+"""argparse's code for an unknown command or option, or a missing or malformed argument."""
+EXIT_REJECTED = 3
+"""`register`: at least one frame was rejected (it does not fit the scene)."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (128 + SIGINT, as shells report it)."""
+EXIT_CODES_HELP = f"""exit codes:
+  {EXIT_OK}    success
+  {EXIT_ERROR}    an error you can correct, reported as one line: an unreadable or empty input, images
+       of different sizes, too few images, a poses file (--init) that is missing, malformed
+       or places fewer than two training images, a saved scene that cannot be loaded
+  {EXIT_USAGE}    a wrong command line (argparse)
+  {EXIT_REJECTED}    register: a frame was rejected (it does not fit the scene)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
+"""
 
 DATASET_HELP = ("a dataset folder (NeRF-synthetic transforms_*.json, LLFF poses_bounds.npy, "
                 "DTU cameras_sphere.npz, Middlebury *_par.txt), an image folder, or "
@@ -96,7 +116,7 @@ def run_demo(args: argparse.Namespace) -> int:
     CONSOLE.print(metrics_table(rows, title=f"Pose accuracy on {source} ({len(scene)} views, {args.size} px)"))
     print_self_check(out / "nvs_ros")
     CONSOLE.print(f"products: {out.resolve()}")
-    return 0
+    return EXIT_OK
 
 
 def demo_engine(args: argparse.Namespace, scene: ImageSet, out_dir: Path) -> float:
@@ -144,14 +164,14 @@ def run_eval(args: argparse.Namespace) -> int:
     metrics = write_metrics(out_dir, estimates, ground_truth)
     CONSOLE.print(metrics_table([(str(args.output_dir), metrics)]))
     CONSOLE.print(f"wrote {Path(args.output_dir) / 'metrics.json'}")
-    return 0
+    return EXIT_OK
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nvs_ros.app.pose_start import resolve_pose_start
-    from nvs_ros.app.reconstruction import run_reconstruction
+    from nvs_ros.app.reconstruction import check_inputs, run_reconstruction
     from nvs_ros.io.capture_type import choose_mode
 
     if args.threads:
@@ -164,6 +184,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     start = resolve_pose_start(init, args.input, image_set, views=args.views, split=args.split)
     budget = {"time_budget_s": args.time_budget, "iterations": args.iters, "seed": args.seed, "device": args.device,
               "starts": args.starts}
+    check_inputs(image_set, start.c2w_N44)  # before the progress bar: a mistake is one line
     log.info("mode %s (requested: %s)", mode, args.mode)
     log.info("%d views at %dx%d from %s", len(image_set), image_set.width, image_set.height, image_set.source)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -185,7 +206,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                                     title=f"Pose accuracy on {image_set.source}"))
     print_self_check(Path(args.out))
     CONSOLE.print(f"products: {Path(args.out).resolve()} (poses.json, cloud.ply, views/, report.html)")
-    return 0
+    return EXIT_OK
 
 
 def run_register(args: argparse.Namespace) -> int:
@@ -207,7 +228,7 @@ def run_register(args: argparse.Namespace) -> int:
     CONSOLE.print(table)
     if args.out:
         write_registrations(Path(args.out), Path(args.scene_dir), results)
-    return 0 if all(r.accepted for r in results) else 3
+    return EXIT_OK if all(r.accepted for r in results) else EXIT_REJECTED
 
 
 def run_bag_from(args: argparse.Namespace) -> int:
@@ -217,7 +238,7 @@ def run_bag_from(args: argparse.Namespace) -> int:
                     camera_info_topic=args.camera_info_topic, frame_id=args.frame_id)
     CONSOLE.print(f"wrote {len(image_set)} frames ({image_set.width}x{image_set.height}, "
                   f"{'with' if image_set.has_ground_truth else 'no'} ground truth) -> {out}")
-    return 0
+    return EXIT_OK
 
 
 def run_play(args: argparse.Namespace) -> int:
@@ -225,7 +246,7 @@ def run_play(args: argparse.Namespace) -> int:
     stats = play_bag(args.bag, rate=args.rate, loop=args.loop, clock=not args.no_clock,
                      topics=args.topics, delay_s=args.delay)
     CONSOLE.print(f"published {stats.published} in {stats.wall_s:.1f} s ({stats.loops} passes)")
-    return 0
+    return EXIT_OK
 
 
 def configure_logging(level: int) -> None:
@@ -241,7 +262,7 @@ def configure_logging(level: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nvs-ros", description=__doc__,
+    parser = argparse.ArgumentParser(prog="nvs-ros", description=__doc__, epilog=EXIT_CODES_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"nvs_ros {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -355,12 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.run(args)
-    except NvsIOError as err:
+    except NvsError as err:  # a mistake to correct: its one line, no traceback (any other error is a bug)
         log.error("%s", err)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
         log.error("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

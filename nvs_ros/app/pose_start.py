@@ -14,10 +14,10 @@ from typing import Literal
 
 import numpy as np
 
+from nvs_ros.core.errors import InputError
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.trainer import KEEP_INITIAL_POSES, TrainerConfig, config_for_mode
 from nvs_ros.io.datasets import load_for_features
-from nvs_ros.io.errors import NvsIOError
 from nvs_ros.io.output_folder import read_poses
 
 _log = logging.getLogger(__name__)
@@ -102,12 +102,15 @@ def initial_poses(init: str, image_set: ImageSet, feature_set: ImageSet | None =
 def read_poses_file(path: Path, image_set: ImageSet) -> np.ndarray:
     """(N, 4, 4) poses of `image_set`'s views from an output folder or its poses.json, matched by
     image name; NaN where the file has none (or the view is unregistered there)."""
-    estimates = read_poses(path.parent if path.suffix == ".json" else path)
+    estimates = read_poses(path)
     by_name = {name: i for i, name in enumerate(estimates.names)}
     c2w_N44 = np.full((len(image_set), 4, 4), np.nan)
     for i, name in enumerate(image_set.names):
         if name in by_name and estimates.registered_N[by_name[name]]:
             c2w_N44[i] = estimates.c2w_N44[by_name[name]]
+    if not np.isfinite(c2w_N44[:, 0, 0]).any():
+        raise InputError(f"{path} places none of the {len(image_set)} images (poses are matched by image name, "
+                         f"such as {image_set.names[0]!r}; the file names {estimates.names[:2]}...)")
     _log.info("initial poses for %d of %d images from %s", int(np.isfinite(c2w_N44[:, 0, 0]).sum()),
               len(image_set), path)
     return c2w_N44
@@ -120,7 +123,7 @@ def _chained_poses(feature_set: ImageSet, required: bool) -> np.ndarray | None:
 
     c2w_N44, placed = chained_start(feature_set.without_ground_truth())
     if c2w_N44 is None and required:
-        raise NvsIOError(f"feature chaining placed only {placed} of {len(feature_set)} images (too little "
+        raise InputError(f"feature chaining placed only {placed} of {len(feature_set)} images (too little "
                          "texture or resolution for features): try --init none")
     if c2w_N44 is None:
         _log.info("too few placed to start from: the poses are learnt from the images alone")

@@ -26,6 +26,7 @@ import torch
 
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.cameras import scale_intrinsics
+from nvs_ros.core.errors import InputError
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices
 from nvs_ros.core.pose_prior import align_to_prior, within_prior_gate
 from nvs_ros.core.metrics import finite_or_none, psnr, ransac_sim3, ssim, umeyama_sim3
@@ -46,6 +47,8 @@ PRIOR_AGREEMENT = (0.1, 5.0)
 """A registered view whose centre lies within this share of the cameras' ring radius of its
 initial pose's, and whose rotation within these degrees, is accepted whatever its confidence."""
 REPORT_TRAINING_VIEWS = 4
+MIN_TRAINING_VIEWS = 2
+"""Fewer views fix no relative pose: the trainer needs two at least."""
 """Training views rendered into views/ and the report next to the held-out ones."""
 
 
@@ -63,6 +66,7 @@ def run_reconstruction(image_set: ImageSet, out_dir: Path, config: TrainerConfig
     fooled by a symmetric object) are not kept blindly: the poses are learnt from the images with
     that configuration, and the learnt run is kept where its own self-check finds it converged."""
     out_dir = Path(out_dir)
+    check_inputs(image_set, initial_c2w_N44, hold_out_every)
     started = time.perf_counter()
     run_info = dict(run_info or {})
     trained = _train(image_set, config, progress, hold_out_every, initial_c2w_N44)
@@ -147,19 +151,42 @@ class _Trained:
 
 def _train(image_set: ImageSet, config: TrainerConfig, progress: Callable[[TrainingProgress], None] | None,
            hold_out_every: int, initial_c2w_N44: np.ndarray | None) -> _Trained:
-    held_out_N = held_out_mask(len(image_set), hold_out_every)
-    # views the given poses miss are registered into the scene afterwards, as the held-out ones
-    # are: a stand-in pose would be trained on (and kept, where the poses are not refined)
-    unplaced_N = (np.zeros(len(image_set), dtype=bool) if initial_c2w_N44 is None
-                  else ~np.isfinite(initial_c2w_N44).all(axis=(1, 2)) & ~held_out_N)
-    if unplaced_N.any():
-        _log.info("%d views without an initial pose are registered after training", int(unplaced_N.sum()))
-    registered_later_N = held_out_N | unplaced_N
+    held_out_N, registered_later_N = _registered_later(image_set, hold_out_every, initial_c2w_N44)
+    unplaced = int((registered_later_N & ~held_out_N).sum())
+    if unplaced:
+        _log.info("%d views without an initial pose are registered after training", unplaced)
     train_set = image_set.subset(np.flatnonzero(~registered_later_N))
     estimator_input = train_set if config.poses == "gt" else train_set.without_ground_truth()
     initial = None if initial_c2w_N44 is None else initial_c2w_N44[~registered_later_N]
     result = reconstruct(estimator_input, config, progress, initial_c2w_N44=initial)
     return _Trained(result, train_set, held_out_N, registered_later_N)
+
+
+def check_inputs(image_set: ImageSet, initial_c2w_N44: np.ndarray | None = None,
+                 hold_out_every: int = HOLD_OUT_EVERY) -> None:
+    """Raise InputError where `image_set` cannot be reconstructed (from these initial poses, NaN
+    rows: none): too few images, or initial poses that place too few of the training images.
+    `run_reconstruction` checks first; a caller may check before it starts showing progress."""
+    if len(image_set) < MIN_TRAINING_VIEWS:
+        raise InputError(f"{image_set.source} holds {len(image_set)} image(s); a reconstruction needs at least "
+                         f"{MIN_TRAINING_VIEWS}")
+    held_out_N, registered_later_N = _registered_later(image_set, hold_out_every, initial_c2w_N44)
+    if (~registered_later_N).sum() < MIN_TRAINING_VIEWS:
+        raise InputError(f"the initial poses place {int((~registered_later_N).sum())} of the "
+                         f"{int((~held_out_N).sum())} training images (held-out ones aside); at least "
+                         f"{MIN_TRAINING_VIEWS} need a pose, or start without initial poses")
+
+
+def _registered_later(image_set: ImageSet, hold_out_every: int, initial_c2w_N44: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) bool masks: the held-out views, and those registered into the finished scene instead
+    of trained on (held out, or without an initial pose)."""
+    held_out_N = held_out_mask(len(image_set), hold_out_every)
+    # views the given poses miss are registered into the scene afterwards, as the held-out ones
+    # are: a stand-in pose would be trained on (and kept, where the poses are not refined)
+    unplaced_N = (np.zeros(len(image_set), dtype=bool) if initial_c2w_N44 is None
+                  else ~np.isfinite(initial_c2w_N44).all(axis=(1, 2)) & ~held_out_N)
+    return held_out_N, held_out_N | unplaced_N
 
 
 def use_frame_of(scene: Scene, prior_c2w_N44: np.ndarray, source: str) -> None:

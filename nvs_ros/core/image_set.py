@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from nvs_ros.core.cameras import fit_size, resized_images, scale_intrinsics
+from nvs_ros.core.errors import InputError
 
 Capture = Literal["360", "forward", "unknown"]
 
@@ -17,8 +18,13 @@ def evenly_spaced_indices(count_all: int, count: int | None) -> np.ndarray:
     if count is None or count >= count_all:
         return np.arange(count_all)
     if count < 1:
-        raise ValueError(f"need at least one view, got {count}")
+        raise InputError(f"need at least one view, got {count}")
     return np.linspace(0, count_all - 1, count).round().astype(int)
+
+
+def _repeated(names: list[str]) -> set[str]:
+    seen: set[str] = set()
+    return {name for name in names if name in seen or seen.add(name)}
 
 
 def resize_images(images_NHW3: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -73,11 +79,11 @@ class ImageSet:
             raise ValueError(
                 f"{n} names, {len(self.images_NHW3)} images, intrinsics {self.K_N33.shape}")
         if self.masks_NHW is not None and self.masks_NHW.shape != self.images_NHW3.shape[:3]:
-            raise ValueError(f"masks {self.masks_NHW.shape} != images {self.images_NHW3.shape[:3]}")
+            raise InputError(f"masks {self.masks_NHW.shape} != images {self.images_NHW3.shape[:3]}")
         if self.c2w_N44 is not None and self.c2w_N44.shape != (n, 4, 4):
             raise ValueError(f"poses must be ({n}, 4, 4), got {self.c2w_N44.shape}")
         if len(set(self.names)) != n:
-            raise ValueError("image names must be unique")
+            raise InputError(f"image names must be unique: {sorted(_repeated(self.names))[:3]} appear twice or more")
 
     def __len__(self) -> int:
         return len(self.names)

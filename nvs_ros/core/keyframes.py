@@ -21,6 +21,7 @@ from typing import Hashable
 import numpy as np
 
 from nvs_ros.core.cameras import fit_size, scale_intrinsics
+from nvs_ros.core.errors import InputError
 from nvs_ros.core.image_set import resize_images
 
 
@@ -95,7 +96,7 @@ class KeyframeSelector:
 
     def __init__(self, config: KeyframeConfig = KeyframeConfig()):
         if config.capacity < 2:
-            raise ValueError(f"capacity must be at least 2, got {config.capacity}")
+            raise InputError(f"keyframe capacity must be at least 2, got {config.capacity}")
         self.config = config
         self._keyframes: list[_Keyframe] = []
         self._recent_sharpness: deque[float] = deque(maxlen=config.sharpness_window)

@@ -35,6 +35,7 @@ import torch
 
 from nvs_ros.core.appearance import thumbnails
 from nvs_ros.core.cameras import scale_intrinsics
+from nvs_ros.core.errors import InputError, NotReadyError
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices, resize_images
 from nvs_ros.core.pose_prior import PriorAlignment, align_to_prior, within_prior_gate
 from nvs_ros.core.products import point_cloud
@@ -198,11 +199,11 @@ class LiveScene:
         first one's size: later ones of another size are resized to it."""
         image_HW3 = np.ascontiguousarray(image_HW3, dtype=np.uint8)
         if image_HW3.ndim != 3 or image_HW3.shape[2] != 3 or min(image_HW3.shape[:2]) < 2:
-            raise ValueError(f"a keyframe must be an (H, W, 3) image, got {image_HW3.shape}")
+            raise InputError(f"a keyframe must be an (H, W, 3) image, got {image_HW3.shape}")
         if prior_c2w_44 is not None:
             prior_c2w_44 = np.asarray(prior_c2w_44, dtype=np.float64)
             if prior_c2w_44.shape != (4, 4) or not np.isfinite(prior_c2w_44).all():
-                raise ValueError(f"a prior pose must be a finite 4x4 matrix, got {prior_c2w_44}")
+                raise InputError(f"a prior pose must be a finite 4x4 matrix, got {prior_c2w_44}")
         K_33 = np.asarray(K_33, dtype=np.float64)
         if self._keyframes:
             h, w = self._keyframes[0].image_HW3.shape[:2]
@@ -450,7 +451,7 @@ class LiveScene:
         the ray hits nothing; in the products' units) seen from `c2w_44` (in the products'
         frame) with intrinsics K_33 at width x height."""
         if self._scene is None:
-            raise RuntimeError("the scene is not trained yet")
+            raise NotReadyError("the scene is not trained yet")
         render = self._scene.render(K_33, self._scene.from_output(np.asarray(c2w_44, dtype=np.float64)), width, height)
         rgb = (render.rgb_R3.clamp(0, 1) * 255).round().byte().cpu().numpy()
         depth = torch.where(render.opacity_R > 0.5, render.z_depth_R, torch.full_like(render.z_depth_R, math.nan))
@@ -463,7 +464,7 @@ class LiveScene:
         its stamp), used once the priors fix the products' frame: it races with the encoder's
         candidates, and a pose outside the gate around it is rejected (`max_prior_offset`)."""
         if self._scene is None:
-            raise RuntimeError("the scene is not trained yet")
+            raise NotReadyError("the scene is not trained yet")
         prior = None if prior_c2w_44 is None or self._alignment is None else np.asarray(prior_c2w_44, np.float64)
         registration = self._scene.register(image_HW3[None], np.asarray(K_33)[None],
                                             prior_c2w_N44=None if prior is None else prior[None])

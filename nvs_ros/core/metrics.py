@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nvs_ros.core.errors import InputError
+
 # How many RANSAC models are scored at once: bounds memory to chunk * N * 3 floats.
 _RANSAC_CHUNK = 256
 _SSIM_WINDOW = 11
@@ -184,7 +186,7 @@ def evaluate_poses(est_c2w_N44: np.ndarray, registered_N: np.ndarray,
     gt_centre_N3 = gt_c2w_N44[:, :3, 3]
     scene_scale = float(np.linalg.norm(gt_centre_N3 - gt_centre_N3.mean(axis=0), axis=1).max())
     if _points_coincide(gt_centre_N3):
-        raise ValueError("the ground-truth camera centres coincide: the scene scale is zero")
+        raise InputError("the ground-truth camera centres coincide: the scene scale is zero")
     threshold = 0.1 * scene_scale
     plain = _centre_alignment(est_c2w_N44, registered_N, gt_c2w_N44, threshold, robust=False)
     robust = _centre_alignment(est_c2w_N44, registered_N, gt_c2w_N44, threshold, robust=True)
@@ -363,14 +365,14 @@ def _check_poses(est_c2w_N44: np.ndarray, registered_N: np.ndarray,
     if registered_N.dtype != bool:
         raise ValueError(f"registered must be a boolean mask, got dtype {registered_N.dtype}")
     if n < 2:
-        raise ValueError(f"pose metrics need at least 2 images (1 pair), got {n}")
+        raise InputError(f"pose metrics need at least 2 images (1 pair), got {n}")
     for name, c2w_M44 in (("ground-truth", gt_c2w_N44), ("registered estimated", est_c2w_N44[registered_N])):
         if not np.isfinite(c2w_M44).all():
-            raise ValueError(f"a {name} pose is not finite")
+            raise InputError(f"a {name} pose is not finite")
         R_M33 = c2w_M44[:, :3, :3]
         if not np.allclose(R_M33.transpose(0, 2, 1) @ R_M33, np.eye(3), atol=1e-3) or \
                 (np.linalg.det(R_M33) < 0).any():
-            raise ValueError(f"a {name} pose's rotation is not a rotation matrix")
+            raise InputError(f"a {name} pose's rotation is not a rotation matrix")
     return est_c2w_N44, registered_N, gt_c2w_N44
 
 

@@ -17,6 +17,7 @@ from torch import Tensor
 from nvs_ros.core import cameras
 from nvs_ros.core.appearance import most_alike, thumbnails
 from nvs_ros.core.diffusion import GenerativeLifting
+from nvs_ros.core.errors import InputError
 from nvs_ros.core.metrics import Sim3
 from nvs_ros.core.pose_prior import PriorAlignment
 from nvs_ros.core.refine import RefineConfig, Registration, register_frames, view_residuals
@@ -130,7 +131,7 @@ class Scene:
     def from_state_dict(cls, state: dict, device: str = "cpu") -> "Scene":
         """Rebuild a saved scene on `device`."""
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"scene state version {state.get('version')!r}, expected {STATE_VERSION}")
+            raise InputError(f"scene state version {state.get('version')!r}, expected {STATE_VERSION}")
         config = dataclass_from_dict(TrainerConfig, state["config"])
         engine = build_engine(config, len(state["names"]), float(state["radius"]))
         engine.load_state_dict(state["engine"])

@@ -36,11 +36,10 @@ FORMATS: dict[str, str] = {
 
 
 def describe_formats() -> str:
-    """The supported sources, one per line, for CLI help and error messages."""
-    lines = [f"  {name}: {what}" for name, what in FORMATS.items()]
-    lines.append(f"  {BUNDLED}[:variant[:path]]: the bundled synthetic scene, variant "
-                 f"{'|'.join(BUNDLED_VARIANTS)}, camera path {'|'.join(BUNDLED_PATHS)}")
-    return "\n".join(lines)
+    """The supported sources in one line, for error messages (FORMATS says more of each)."""
+    return ("a NeRF-synthetic (transforms_*.json), LLFF (poses_bounds.npy), DTU (cameras_sphere.npz) or "
+            "Middlebury (*_par.txt) folder, a folder of png/jpg images, a ROS 2 bag (metadata.yaml, .mcap, "
+            f".db3) or {BUNDLED}[:{'|'.join(BUNDLED_VARIANTS)}[:{'|'.join(BUNDLED_PATHS)}]]")
 
 
 def detect_format(folder: str | Path) -> str:
@@ -49,7 +48,7 @@ def detect_format(folder: str | Path) -> str:
     if is_bag(folder):
         return "ros2_bag"
     if not folder.is_dir():
-        raise DatasetError(f"{folder} is not a folder. Supported sources:\n{describe_formats()}")
+        raise DatasetError(f"{folder} is neither a folder nor a bag; give {describe_formats()}")
     if is_nerf_synthetic(folder):
         return "nerf_synthetic"
     if is_llff(folder):
@@ -60,8 +59,7 @@ def detect_format(folder: str | Path) -> str:
         return "middlebury"
     if list_images(folder):
         return "image_folder"
-    raise DatasetError(f"{folder} holds no dataset and no images. Supported sources:\n"
-                       f"{describe_formats()}")
+    raise DatasetError(f"{folder} holds no dataset and no images; give {describe_formats()}")
 
 
 def load_image_set(source: str | Path, max_side: int | None = None, views: int | None = None,

@@ -1,7 +1,9 @@
 """Errors raised by nvs_ros.io: the CLI reports them as one line and exits with 1."""
 
+from nvs_ros.core.errors import NvsError
 
-class NvsIOError(Exception):
+
+class NvsIOError(NvsError):
     """Base class for input/output errors."""
 
 

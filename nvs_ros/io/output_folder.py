@@ -148,8 +148,11 @@ def write_output_folder(out_dir: Path, estimates: CameraEstimates, run_info: dic
 
 
 def read_poses(out_dir: Path) -> CameraEstimates:
-    """The estimates stored in an output folder."""
-    path = Path(out_dir) / "poses.json"
+    """The estimates stored in an output folder, or in a poses file given as a .json path."""
+    given = Path(out_dir)
+    path = given if given.suffix == ".json" else given / "poses.json"
+    if given.suffix == ".json" and not path.is_file():
+        raise OutputFolderError(f"{given}: no such poses file")
     if not path.is_file():
         raise OutputFolderError(f"{out_dir} is not an nvs_ros output folder: no poses.json")
     try:

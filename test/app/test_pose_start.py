@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from nvs_ros.app.pose_start import LEARNT, PoseStart, initial_poses, resolve_pose_start
-from nvs_ros.core.trainer import KEEP_INITIAL_POSES
 from nvs_ros.core.camera_estimates import CameraEstimates
+from nvs_ros.core.errors import InputError
+from nvs_ros.core.trainer import KEEP_INITIAL_POSES
 from nvs_ros.io.datasets import load_image_set
-from nvs_ros.io.errors import NvsIOError
 from nvs_ros.io.output_folder import write_output_folder
 
 
@@ -39,7 +39,7 @@ def test_features_are_chained_on_the_set_loaded_for_them(arc) -> None:
     start = initial_poses("features", arc)
     assert start.start is PoseStart.FEATURES and np.isfinite(start.c2w_N44).all() and start.prior_source is None
     blank = dataclasses.replace(arc, images_NHW3=np.full_like(arc.images_NHW3, 128))
-    with pytest.raises(NvsIOError, match="placed only 0 of 8"):
+    with pytest.raises(InputError, match="placed only 0 of 8"):
         initial_poses("features", arc, blank)
 
 
