@@ -13,20 +13,17 @@ Examples:
 import argparse
 import logging
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.logging import RichHandler
 
 from nvs_ros import __version__
-from nvs_ros.core.camera_estimates import CameraEstimates
+from nvs_ros.app.demo import demo_config, ground_truth_estimates, run_colmap_baseline
 from nvs_ros.core.errors import NvsError
 from nvs_ros.core.image_set import ImageSet
-from nvs_ros.core.trainer import TrainerConfig
 from nvs_ros.io.bag_writer import STORAGES, write_bag
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.errors import NvsIOError
@@ -68,14 +65,6 @@ DATASET_HELP = ("a dataset folder (NeRF-synthetic transforms_*.json, LLFF poses_
                 "bundled[:room|object[:ring|sphere|arc]] for the built-in rendered scene")
 
 
-def ground_truth_estimates(image_set: ImageSet) -> CameraEstimates:
-    """The ground truth written as if an estimator had produced it (a check of the evaluation path)."""
-    n = len(image_set)
-    return CameraEstimates(names=list(image_set.names), c2w_N44=image_set.c2w_N44.copy(),
-                           registered_N=np.ones(n, dtype=bool), K_N33=image_set.K_N33,
-                           sizes_N2=np.tile([image_set.width, image_set.height], (n, 1)))
-
-
 def run_config(args: argparse.Namespace) -> dict:
     """The command's options, as recorded in run.json."""
     return {key: value for key, value in vars(args).items() if key != "run"}
@@ -100,17 +89,10 @@ def run_demo(args: argparse.Namespace) -> int:
                          "config": run_config(args), "timings": {"render_s": render_s}})
     reference_row = ("ground truth (self-check)", evaluate_output_folder(reference_dir, scene))
 
-    # pycolmap is imported only where the baseline runs: reconstruct and register need no SfM, and
-    # a GPU machine's Python may not have it.
-    from nvs_ros.baselines.colmap_sfm import ColmapConfig, run_colmap
-
     colmap_dir = out / "colmap"
-    with CONSOLE.status("pycolmap incremental SfM (the classical baseline)"), \
-            tempfile.TemporaryDirectory(prefix="nvs_ros_colmap_") as work:
-        config = ColmapConfig(max_side=args.size, views=args.views, seed=args.seed)
-        result = run_colmap(scene.without_ground_truth(), config, Path(work))
-    write_output_folder(colmap_dir, result.estimates, {**result.run_info, "dataset": source})
-    rows.append((f"pycolmap SfM ({result.timings['total_s']:.1f} s)", evaluate_output_folder(colmap_dir, scene)))
+    with CONSOLE.status("pycolmap incremental SfM (the classical baseline)"):
+        colmap_s = run_colmap_baseline(scene, colmap_dir, args.size, args.views, args.seed, {"dataset": source})
+    rows.append((f"pycolmap SfM ({colmap_s:.1f} s)", evaluate_output_folder(colmap_dir, scene)))
     rows.append(reference_row)
 
     CONSOLE.print(metrics_table(rows, title=f"Pose accuracy on {source} ({len(scene)} views, {args.size} px)"))
@@ -120,26 +102,13 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def demo_engine(args: argparse.Namespace, scene: ImageSet, out_dir: Path) -> float:
-    """The engine (pose-distribution encoder + radiance field) on the demo scene; returns its
-    wall time in seconds.
-
-    The demo's cameras are one ring, so the anchors are one ring too (8 azimuths at 30 degrees
-    instead of the default two rings of 8), and every step sees every view. Measured on
-    bundled:object, 24 views, 128 px, 1500 steps, seed 0 (RRA@15 / CCA@0.1): reconstruct's
-    defaults 0.06 / 0; one ring of 16 anchors 0.42 / 0.21; + all 24 views per step 0.70 / 0.58;
-    one ring of 8 + all views 0.74 / 0.58 (2500 steps: 0.85 / 0.75). On the room the same
-    settings reach 0.10 / 0. `--starts 3` races three starts through pose learning's coarse stage
-    in the same steps (core.trainer.TrainerConfig.starts: measured there).
-    """
-    from nvs_ros.core.orbit_poses import OrbitConfig
-    from nvs_ros.core.pose_encoder import PoseEncoderConfig
+    """The engine (pose-distribution encoder + radiance field) on the demo scene (app.demo's
+    configuration for its ring); returns its wall time in seconds."""
     from nvs_ros.app.reconstruction import run_reconstruction
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    ring = PoseEncoderConfig(orbit=OrbitConfig(num_azimuths=8, ring_elevations_deg=(30.0,)))
-    config = TrainerConfig(time_budget_s=args.time_budget, iterations=args.iters, seed=args.seed,
-                           batch_images=len(scene), encoder=ring, starts=args.starts)
+    config = demo_config(scene, args.iters, args.time_budget, args.seed, args.starts)
     started = time.perf_counter()
     with CONSOLE.status(f"nvs_ros: pose-distribution encoder + radiance field ({args.iters} steps)"):
         run_reconstruction(scene, out_dir, config, run_info={"command": run_config(args)})
