@@ -72,6 +72,33 @@ class NodeConfig:
         return self.fallback_fx > 0 and self.fallback_fy > 0
 
 
+DOC_BEGIN = "<!-- parameters: generated from nvs_ros/ros/params.py by `python -m nvs_ros.ros.params docs/ros2.md` -->"
+DOC_END = "<!-- end of parameters -->"
+
+
+def parameter_table() -> str:
+    """The parameters as a markdown table (name, default, allowed values, meaning): what the
+    node's descriptors say, so the documentation cannot drift from them."""
+    rows = ["| parameter | default | allowed | meaning |", "|---|---|---|---|"]
+    for spec in fields(NodeConfig):
+        default = spec.default
+        shown = "true" if default is True else "false" if default is False else default
+        low_high, choices = spec.metadata["range"], spec.metadata["choices"]
+        allowed = (" \\| ".join(choices) if choices else f"{low_high[0]:g} .. {low_high[1]:g}" if low_high
+                   else "")
+        rows.append(f"| `{spec.name}` | `{shown!s}` | {allowed} | {spec.metadata['doc']} |".replace("``", '`""`'))
+    return "\n".join(rows)
+
+
+def with_parameter_table(document: str) -> str:
+    """`document` with the text between DOC_BEGIN and DOC_END replaced by `parameter_table()`."""
+    head, begin, rest = document.partition(DOC_BEGIN)
+    _, end, tail = rest.partition(DOC_END)
+    if not begin or not end:
+        raise ValueError(f"the document has no {DOC_BEGIN!r} ... {DOC_END!r} block")
+    return f"{head}{DOC_BEGIN}\n{parameter_table()}\n{DOC_END}{tail}"
+
+
 def _descriptor(metadata: dict) -> ParameterDescriptor:
     descriptor = ParameterDescriptor(description=metadata["doc"], read_only=True)
     if metadata["range"] and isinstance(low_high := metadata["range"], tuple):
@@ -101,3 +128,11 @@ def declare_node_config(node: Node) -> NodeConfig:
             raise ParameterError(f"parameter '{spec.name}' is {value!r}; expected one of {choices}")
         values[spec.name] = value
     return NodeConfig(**values)
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    for path in map(Path, sys.argv[1:]):
+        path.write_text(with_parameter_table(path.read_text()))
