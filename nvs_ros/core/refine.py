@@ -244,6 +244,22 @@ def register_frames(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tenso
                         probability_B=_encoder_probability(probability_BC, best_BJ, winner_B), contrast_B=contrast_B)
 
 
+@torch.no_grad()
+def align_views(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_B44: Tensor,
+                config: RefineConfig = RefineConfig()) -> tuple[Tensor, Tensor]:
+    """Training views aligned to the field from where they are (core.direct_alignment, as a new
+    frame is), each kept where it then explains its view better: (B, 4, 4) poses and their
+    residuals at `size` (B,). Joint refinement moves every pose by a small gradient step on a few
+    random pixels per step, and stops short of the field's photometric optimum; the alignment's
+    Gauss-Newton steps on whole coarse-to-fine images reach it."""
+    small_BHW3, small_K_B33 = cameras.resize_views(images_BHW3, K_B33, config.size)
+    c2w_B44 = c2w_B44.detach().float()
+    before_B = view_residuals(engine, small_BHW3, small_K_B33, c2w_B44)
+    aligned_B44, after_B, _ = _align_the_best(engine, images_BHW3, K_B33, [[c2w_44] for c2w_44 in c2w_B44], config)
+    better_B = after_B < before_B
+    return torch.where(better_B[:, None, None], aligned_B44, c2w_B44), torch.where(better_B, after_B, before_B)
+
+
 def _align_the_best(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, starts: list[list[Tensor]],
                     config: RefineConfig) -> tuple[Tensor, Tensor, Tensor]:
     """Each frame's starting poses (4, 4) aligned to the field (core.direct_alignment); the one

@@ -45,7 +45,7 @@ from nvs_ros.core.forward_poses import ForwardConfig, build_forward_engine, forw
 from nvs_ros.core.image_set import ImageSet, plain_border_level
 from nvs_ros.core.orbit_poses import PoseRefinement, orbit_radius_for_fov
 from nvs_ros.core.pose_encoder import PoseEncoder, PoseEncoderConfig
-from nvs_ros.core.refine import (OutlierCorrection, RefineConfig, candidate_errors, correct_outliers,
+from nvs_ros.core.refine import (OutlierCorrection, RefineConfig, align_views, candidate_errors, correct_outliers,
                                 suspect_views)
 from nvs_ros.core.self_check import SelfCheckConfig, Verdict, judge
 
@@ -123,6 +123,11 @@ class TrainerConfig:
     taken out of the field's training and reported unregistered (core.refine.correct_outliers;
     `SUSPECTS_AT`, `CORRECTION_ROUNDS`). Views that look like none of the others
     (core.appearance) are kept out of training from the start and are suspects at the first look."""
+    align_views: bool = True
+    """During refinement (360 captures, poses refined), every view in training is aligned to the
+    field before each part after the first and once at the end (core.refine.align_views), kept
+    where it then explains its view better: the joint refinement's small steps leave views a few
+    degrees, or a view's spacing, short of where the field explains them best."""
     background_from_images: bool = True
     """The field's constant background is the grey level of the images' plain border when they
     have one (`core.image_set.plain_border_level`: an object on black cloth), instead of
@@ -527,6 +532,8 @@ class _Run:
             self._refine(engine, learn_share, config.refine_fraction, fine_at=None)
         if polish_share > 0:
             self._polish(engine, learn_share + config.refine_fraction, polish_share)
+        if config.refine_fraction > 0:
+            self._align_views(engine)
         c2w_N44 = self._poses(engine)
         return self._result(engine, c2w_N44, probability_N, seed, self.start_errors)
 
@@ -594,6 +601,8 @@ class _Run:
         shares = [SUSPECTS_AT] + [later] * (1 + CORRECTION_ROUNDS) if correcting else [1.0]
         self.start_c2w_N44 = self._poses(engine)
         for i, part in enumerate(shares):
+            if i >= 1:
+                self._align_views(engine)
             if i == 1:
                 self._set_suspects_aside(engine)
             if i > 2:
@@ -603,6 +612,16 @@ class _Run:
             self._optimise(engine, _Budget(config, share * part), phase, self._posed_loss, self.generator,
                            self._pose_optimizer(engine, config.lr_refine, False), fine_at if i == 0 else None,
                            (start + share * sum(shares[:i]), share * part))
+
+    def _align_views(self, engine: GenerativeLifting) -> None:
+        """The views in training aligned to the field (`TrainerConfig.align_views`)."""
+        config = self.config
+        if not (config.align_views and config.mode == "360" and config.lr_refine > 0):
+            return
+        images, K = self._level(config.fine_size)
+        views = torch.nonzero(self.active_N.to(self.device))[:, 0]
+        c2w_B44, _ = align_views(engine, images[views], K[views], self._poses(engine)[views])
+        engine.refinement.set_poses(views, c2w_B44)
 
     def _set_suspects_aside(self, engine: GenerativeLifting) -> None:
         images, K = self._level(self.config.fine_size)
@@ -657,6 +676,7 @@ class _Run:
                    else _into_gauge(_upright(known_N44), self.radius))
         engine.refinement.start_at(torch.from_numpy(c2w_N44).float().to(self.device))
         self._refine(engine, 0.0, 1.0, fine_at=self.config.fine_at)
+        self._align_views(engine)
         c2w = self._poses(engine)
         return self._result(engine, c2w, np.full(self.n, np.nan), self.config.seed, [])
 

@@ -139,26 +139,6 @@ def test_onnx_export_matches_torch(tmp_path):
 
 
 
-def test_fit_field_with_known_poses_learns_a_tiny_scene():
-    from nvs_ros.core.field_fitting import FitConfig, fit_field, render_views
-    from nvs_ros.core.metrics import psnr
-    from nvs_ros.io.datasets import load_image_set
-
-    image_set = load_image_set("bundled:object", max_side=32, views=8)
-    field_config = FieldConfig(box_half_size=1.25, box_centre=(0.0, 0.0, 0.5), resolution=24,
-                               resolution_schedule=(24, 32), upsample_fractions=(0.5,))
-    fit_config = FitConfig(rays_per_step=1024, num_samples=32, occupancy_every=8)
-    losses = []
-    field = fit_field(image_set, field_config, fit_config, steps=120,
-                      on_step=lambda step, seconds, loss: losses.append(loss))
-    assert len(losses) == 120 and field.resolution == 32
-    rendered_NHW3 = render_views(field, image_set).numpy()
-    train_psnr = np.mean([psnr(r, i) for r, i in zip(rendered_NHW3, image_set.images_NHW3)])
-    first_psnr = -10 * np.log10(np.mean(losses[:5]))
-    assert train_psnr > 29.0 and train_psnr > first_psnr + 10.0, (first_psnr, train_psnr)
-    assert field.occupied_fraction() < 0.5  # empty space was found and is skipped
-
-
 def test_contraction_is_the_identity_inside_and_squeezes_space_into_the_shell():
     inside_P3 = torch.rand(200, 3) * 2.0 - 1.0
     assert torch.equal(contract(inside_P3), inside_P3)
