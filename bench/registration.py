@@ -29,7 +29,8 @@ from rich.console import Console
 from rich.table import Table
 
 from nvs_ros.core.appearance import thumbnails
-from nvs_ros.core.metrics import ransac_sim3, rotation_angle_deg
+from nvs_ros.core.metrics import rotation_angle_deg
+from nvs_ros.core.sim3 import ransac_sim3
 from nvs_ros.core.refine import RefineConfig
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.output_folder import read_poses, write_json

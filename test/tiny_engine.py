@@ -8,7 +8,7 @@ from nvs_ros.core.diffusion import DiffusionConfig
 from nvs_ros.core.field import FieldConfig
 from nvs_ros.core.orbit_poses import OrbitConfig
 from nvs_ros.core.pose_encoder import PoseEncoderConfig
-from nvs_ros.core.trainer import TrainerConfig
+from nvs_ros.core.trainer_config import TrainerConfig
 
 TINY = TrainerConfig(
     time_budget_s=None, iterations=1500, coarse_size=16, fine_size=32, coarse_grid=16, fine_grid=24,

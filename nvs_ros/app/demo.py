@@ -11,7 +11,7 @@ from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.orbit_poses import OrbitConfig
 from nvs_ros.core.pose_encoder import PoseEncoderConfig
-from nvs_ros.core.trainer import TrainerConfig
+from nvs_ros.core.trainer_config import TrainerConfig
 from nvs_ros.io.output_folder import write_output_folder
 
 
@@ -25,7 +25,7 @@ def demo_config(scene: ImageSet, iterations: int | None, time_budget_s: float | 
     defaults 0.06 / 0; one ring of 16 anchors 0.42 / 0.21; + all 24 views per step 0.70 / 0.58;
     one ring of 8 + all views 0.74 / 0.58 (2500 steps: 0.85 / 0.75). On the room the same
     settings reach 0.10 / 0. `starts` > 1 races that many starts through pose learning's coarse
-    stage in the same steps (core.trainer.TrainerConfig.starts: measured there).
+    stage in the same steps (core.trainer_config.TrainerConfig.starts: measured there).
     """
     ring = PoseEncoderConfig(orbit=OrbitConfig(num_azimuths=8, ring_elevations_deg=(30.0,)))
     return TrainerConfig(time_budget_s=time_budget_s, iterations=iterations, seed=seed,

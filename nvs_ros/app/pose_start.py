@@ -16,7 +16,7 @@ import numpy as np
 
 from nvs_ros.core.errors import InputError
 from nvs_ros.core.image_set import ImageSet
-from nvs_ros.core.trainer import KEEP_INITIAL_POSES, TrainerConfig, config_for_mode
+from nvs_ros.core.trainer_config import KEEP_INITIAL_POSES, TrainerConfig, config_for_mode
 from nvs_ros.io.datasets import load_for_features
 from nvs_ros.io.output_folder import read_poses
 

@@ -28,11 +28,13 @@ from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.cameras import scale_intrinsics
 from nvs_ros.core.errors import InputError
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices
-from nvs_ros.core.pose_prior import align_to_prior, within_prior_gate
-from nvs_ros.core.metrics import finite_or_none, psnr, ransac_sim3, ssim, umeyama_sim3
+from nvs_ros.core.pose_prior import PriorGate, align_to_prior
+from nvs_ros.core.metrics import finite_or_none, psnr, ssim
+from nvs_ros.core.sim3 import ransac_sim3, umeyama_sim3
 from nvs_ros.core.products import backproject, merge_clouds
 from nvs_ros.core.scene import Scene
-from nvs_ros.core.trainer import ReconstructionResult, TrainerConfig, TrainingProgress, reconstruct
+from nvs_ros.core.trainer import ReconstructionResult, TrainingProgress, reconstruct
+from nvs_ros.core.trainer_config import TrainerConfig
 from nvs_ros.io.evaluation import score_estimates
 from nvs_ros.io.output_folder import software_versions, write_json, write_output_folder, write_png
 from nvs_ros.io.point_cloud_ply import write_point_cloud_ply
@@ -43,9 +45,9 @@ _log = logging.getLogger(__name__)
 
 HOLD_OUT_EVERY = 8
 """Every 8th image (from the first) is held out of training and registered afterwards."""
-PRIOR_AGREEMENT = (0.1, 5.0)
-"""A registered view whose centre lies within this share of the cameras' ring radius of its
-initial pose's, and whose rotation within these degrees, is accepted whatever its confidence."""
+PRIOR_AGREEMENT = PriorGate(max_offset_fraction=0.1, max_turn_deg=5.0)
+"""A registered held-out view that lands this near its initial pose is accepted whatever its
+confidence."""
 REPORT_TRAINING_VIEWS = 4
 MIN_TRAINING_VIEWS = 2
 """Fewer views fix no relative pose: the trainer needs two at least."""
@@ -280,10 +282,7 @@ def confirmed_by_prior(trained_c2w_N44: np.ndarray, c2w_M44: np.ndarray, prior_M
     gauge of the trained views' poses, whose ring radius sets the offset): two independent
     sources agree, so the frame belongs even where the field's contrast alone would not accept
     it (a room looks alike from many poses)."""
-    centres_N3 = trained_c2w_N44[np.isfinite(trained_c2w_N44).all(axis=(1, 2)), :3, 3]
-    radius = float(np.linalg.norm(centres_N3 - centres_N3.mean(axis=0), axis=1).mean())
-    max_offset_fraction, max_turn_deg = PRIOR_AGREEMENT
-    return within_prior_gate(c2w_M44, prior_M44, max_offset_fraction * radius, max_turn_deg)
+    return PRIOR_AGREEMENT.accepts(c2w_M44, prior_M44, trained_c2w_N44)
 
 
 def write_cloud(path: Path, scene: Scene) -> int:

@@ -37,12 +37,13 @@ from nvs_ros.core.appearance import thumbnails
 from nvs_ros.core.cameras import scale_intrinsics
 from nvs_ros.core.errors import InputError, NotReadyError
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices, resize_images
-from nvs_ros.core.pose_prior import PriorAlignment, align_to_prior, within_prior_gate
+from nvs_ros.core.pose_prior import PriorAlignment, PriorGate, align_to_prior
 from nvs_ros.core.products import point_cloud
 from nvs_ros.core.refine import JointRefinement
 from nvs_ros.core.scene import Scene
 from nvs_ros.core.self_check import CONVERGED, UNCONFIRMED, Verdict
-from nvs_ros.core.trainer import KEEP_INITIAL_POSES, TrainerConfig, reconstruct
+from nvs_ros.core.trainer import reconstruct
+from nvs_ros.core.trainer_config import KEEP_INITIAL_POSES, TrainerConfig
 
 ChainedPoses = Callable[[ImageSet], np.ndarray | None]
 """Camera-to-world of the keyframes chained by features (NaN rows: not placed), or None where the
@@ -51,11 +52,6 @@ PRIOR_SOURCE = "odometry"
 """What the keyframes' prior poses are (the scale source the products report)."""
 MIN_PRIOR_BASELINE = 1e-3
 """Prior camera centres closer together than this (the source's units) fix no scale."""
-PRIOR_GATE_RESIDUALS = 3.0
-"""A registered frame may also lie this many times the keyframes' median prior residual from
-its prior (odometry that drifts widens the gate as much as it has drifted)."""
-
-
 @dataclass(frozen=True)
 class LiveSceneConfig:
     min_keyframes: int = 8
@@ -80,19 +76,19 @@ class LiveSceneConfig:
     seed: int = 0
     batch_images: int = 8
     """Views per continued-training step."""
+    continued_lr_scale: float = 0.3
+    """Learning rates of continued training (field and poses) as a share of a full round's: it
+    refines a scene that has converged and must not shake it."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """Settings of the full rounds (its time budget is replaced by round_budget_s)."""
     priors_as_initial_poses: bool = True
     """A full round starts from the keyframes' prior poses (refined with the field, missing ones
     filled from the nearest in time) instead of learning the poses from the images, when at
     least half of the keyframes have one."""
-    max_prior_offset: float = 0.25
-    """A registered frame whose centre lies farther than this share of the keyframes' ring
-    radius (mean distance of their centres from their centroid) from its prior, or whose
-    rotation is `max_prior_turn_deg` from the prior's, is rejected whatever its confidence:
+    prior_gate: PriorGate = PriorGate(max_offset_fraction=0.25, max_turn_deg=20.0, residual_factor=3.0)
+    """A registered frame outside this gate around its prior is rejected whatever its confidence:
     odometry is locally right, and a registration that contradicts it found a wrong look-alike
     (the room's walls: a CI run on a loaded CPU put one 1.8 radii off at confidence >= 0.5)."""
-    max_prior_turn_deg: float = 20.0
 
 
 @dataclass
@@ -148,7 +144,7 @@ class FramePose:
     confidence: float
     accepted: bool
     contradicts_prior: bool = False
-    """Rejected because it lies outside the gate around its prior pose (`max_prior_offset`)."""
+    """Rejected because it lies outside the gate around its prior pose (`prior_gate`)."""
 
 
 @dataclass
@@ -359,8 +355,9 @@ class LiveScene:
         small = small.resized(level) if max(h, w) > level else small
         self._images = torch.from_numpy(small.images_NHW3).float().div(255.0).to(device)
         self._K = torch.from_numpy(small.K_N33).float().to(device)
-        self._joint = JointRefinement(scene.engine, c2w_N44.to(device), pose_lr=self.config.trainer.lr_refine * 0.3,
-                                      field_lr_scale=0.3)
+        scale = self.config.continued_lr_scale
+        self._joint = JointRefinement(scene.engine, c2w_N44.to(device), pose_lr=self.config.trainer.lr_refine * scale,
+                                      field_lr_scale=scale, divergence=self.config.trainer.divergence)
 
     def _register_new_keyframes(self) -> None:
         posed = set(self._posed)
@@ -392,9 +389,8 @@ class LiveScene:
 
         while more():
             loss = self._joint.step(self._images, self._K, self.config.batch_images, self._generator)
-            if not math.isfinite(loss):
-                raise RuntimeError("continued training diverged (non-finite loss)")
-            self._loss = loss
+            if math.isfinite(loss):  # a diverged step was rolled back, not taken
+                self._loss = loss
             self._step += 1
             if self._step % 16 == 0:
                 self._scene.engine.field.update_occupancy()
@@ -462,7 +458,7 @@ class LiveScene:
         """Pose of one frame (in the products' frame) with its confidence; it is not added to
         the scene. `prior_c2w_44`: its pose from the keyframes' prior source (camera-to-odom at
         its stamp), used once the priors fix the products' frame: it races with the encoder's
-        candidates, and a pose outside the gate around it is rejected (`max_prior_offset`)."""
+        candidates, and a pose outside the gate around it is rejected (`prior_gate`)."""
         if self._scene is None:
             raise NotReadyError("the scene is not trained yet")
         prior = None if prior_c2w_44 is None or self._alignment is None else np.asarray(prior_c2w_44, np.float64)
@@ -474,11 +470,9 @@ class LiveScene:
                          accepted=bool(registration.accepted_B[0]) and not contradicts, contradicts_prior=contradicts)
 
     def _within_prior_gate(self, c2w_44: np.ndarray, prior_c2w_44: np.ndarray) -> bool:
-        centres_N3 = self.keyframe_poses().c2w_N44[:, :3, 3]
-        radius = float(np.linalg.norm(centres_N3 - centres_N3.mean(axis=0), axis=1).mean())
         residual = float(np.nanmedian(self._alignment.centre_residual_N))
-        gate = max(self.config.max_prior_offset * radius, PRIOR_GATE_RESIDUALS * residual)
-        return bool(within_prior_gate(c2w_44[None], prior_c2w_44[None], gate, self.config.max_prior_turn_deg)[0])
+        return bool(self.config.prior_gate.accepts(c2w_44[None], prior_c2w_44[None], self.keyframe_poses().c2w_N44,
+                                                   residual)[0])
 
     @property
     def scene(self) -> Scene | None:

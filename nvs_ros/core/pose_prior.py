@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from nvs_ros.core.metrics import Sim3, rotation_angle_deg
+from nvs_ros.core.metrics import rotation_angle_deg
+from nvs_ros.core.sim3 import Sim3
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,33 @@ def align_to_prior(c2w_N44: np.ndarray, prior_c2w_N44: np.ndarray, scale_source:
     aligned_N3 = to_prior.apply_points(np.where(both_N[:, None], c2w_N44[:, :3, 3], 0.0))
     centre_N = np.where(both_N, np.linalg.norm(aligned_N3 - np.nan_to_num(prior_c2w_N44[:, :3, 3]), axis=1), np.nan)
     return PriorAlignment(to_prior, inlier_N, rotation_N, centre_N, scale_source)
+
+
+@dataclass(frozen=True)
+class PriorGate:
+    """How near its prior (odometry, a poses file, chained features) a registered pose must land
+    to count as the same answer: two independent sources that agree. The offset is a share of
+    the cameras' ring radius (the mean distance of their centres from their centroid: the
+    poses' own scale), or a multiple of the priors' median residual where that is larger
+    (odometry that drifts widens the gate as much as it has drifted)."""
+
+    max_offset_fraction: float
+    max_turn_deg: float
+    residual_factor: float = 0.0
+
+    def accepts(self, c2w_M44: np.ndarray, prior_M44: np.ndarray, ring_c2w_N44: np.ndarray,
+                residual: float = 0.0) -> np.ndarray:
+        """(M,) bool: poses within the gate around their priors (all in one frame, whose
+        cameras `ring_c2w_N44` set the ring radius; NaN rows ignored)."""
+        max_offset = max(self.max_offset_fraction * ring_radius(ring_c2w_N44), self.residual_factor * residual)
+        return within_prior_gate(c2w_M44, prior_M44, max_offset, self.max_turn_deg)
+
+
+def ring_radius(c2w_N44: np.ndarray) -> float:
+    """Mean distance of the (finite) camera centres from their centroid."""
+    c2w_N44 = np.asarray(c2w_N44, np.float64)
+    centres_N3 = c2w_N44[np.isfinite(c2w_N44).all(axis=(1, 2)), :3, 3]
+    return float(np.linalg.norm(centres_N3 - centres_N3.mean(axis=0), axis=1).mean()) if len(centres_N3) else 0.0
 
 
 def within_prior_gate(c2w_N44: np.ndarray, prior_c2w_N44: np.ndarray, max_offset: float,

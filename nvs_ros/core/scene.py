@@ -18,11 +18,12 @@ from nvs_ros.core import cameras
 from nvs_ros.core.appearance import most_alike, thumbnails
 from nvs_ros.core.diffusion import GenerativeLifting
 from nvs_ros.core.errors import InputError
-from nvs_ros.core.metrics import Sim3
+from nvs_ros.core.sim3 import Sim3
 from nvs_ros.core.pose_prior import PriorAlignment
 from nvs_ros.core.refine import RefineConfig, Registration, register_frames, view_residuals
 from nvs_ros.core.rendering import RenderOutput
-from nvs_ros.core.trainer import TrainerConfig, build_engine
+from nvs_ros.core.trainer import build_engine
+from nvs_ros.core.trainer_config import TrainerConfig
 
 STATE_VERSION = 1
 

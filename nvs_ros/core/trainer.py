@@ -20,7 +20,7 @@ flips to undo and is skipped (the encoder's twist becomes each image's base).
 `poses="gt"` is the oracle: the field alone is trained with the given poses (moved into the
 same gauge), to measure the gap between estimated and known poses.
 
-Divergence (non-finite loss or a loss above `divergence_factor` x the running median) rolls
+Divergence (non-finite loss or a loss above `DivergenceConfig.factor` x the running median) rolls
 the engine and optimisers back to the last good in-memory snapshot. Checkpoints to disk are
 the caller's job: `result.engine.state_dict()` / `load_state_dict()`.
 """
@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,149 +38,20 @@ from torch import Tensor
 
 from nvs_ros.core.appearance import views_set_apart
 from nvs_ros.core.camera_estimates import CameraEstimates
-from nvs_ros.core.cameras import so3_exp
-from nvs_ros.core.diffusion import DiffusionConfig, GenerativeLifting, t_max_at
-from nvs_ros.core.field import FieldConfig, RadianceField
-from nvs_ros.core.forward_poses import ForwardConfig, build_forward_engine, forward_gauge
+from nvs_ros.core.diffusion import GenerativeLifting, t_max_at
+from nvs_ros.core.field import RadianceField
+from nvs_ros.core.forward_poses import build_forward_engine, forward_gauge
+from nvs_ros.core.gauge import fill_unknown, into_gauge, upright
 from nvs_ros.core.image_set import ImageSet, plain_border_level
 from nvs_ros.core.orbit_poses import PoseRefinement, orbit_radius_for_fov
-from nvs_ros.core.pose_encoder import PoseEncoder, PoseEncoderConfig
-from nvs_ros.core.refine import (OutlierCorrection, RefineConfig, align_views, candidate_errors, correct_outliers,
+from nvs_ros.core.pose_encoder import PoseEncoder
+from nvs_ros.core.refine import (OutlierCorrection, align_views, candidate_errors, correct_outliers,
                                 suspect_views)
-from nvs_ros.core.self_check import SelfCheckConfig, Verdict, judge
+from nvs_ros.core.self_check import Verdict, judge
+from nvs_ros.core.trainer_config import TrainerConfig
+from nvs_ros.core.training_loop import Budget, DivergenceGuard, cosine, field_regulariser
 
 _log = logging.getLogger(__name__)
-
-SUSPECTS_AT = 0.1
-"""Fraction of the refinement phase after which the suspects are set aside. While a flipped view
-trains with the others, its pose wanders and it paints its view into the field where the others
-should be: measured on chair (64 px, 17 of 87 initial poses flipped, 300 s, before the sphere
-grid of the correction), flips corrected 13 and 9 of 17 (seeds 0, 1) with the suspects set aside
-after a quarter of the phase, 15 and 15 after a tenth."""
-CORRECTION_ROUNDS = 2
-"""Looks at the suspects. A later look takes the views still out and those whose residual stands
-out now: a tenth of the phase in, the field does not show every wrong view yet (same chair
-runs: the second look found 2 and 13 flipped views the first had missed, all 17 corrected in
-both)."""
-LATER_LOOK = RefineConfig(suspect_min_ratio=2.0)
-"""A later look sets aside only views at least twice the median view's residual (the first,
-`RefineConfig.suspect_min_ratio`, 1.5: it must also catch the right views a wrong one drags
-up). By then a wrong view stands out more (chair: flipped views 3.3-7.6 times the median at the
-first look, 4.3-6.3 at the second), while on the tests' tiny rings right views sat at 1.5 and
-came out of a last look worse than they went in."""
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    """Budget, phases and learning rates of one reconstruction."""
-
-    mode: Literal["360", "forward"] = "360"
-    """Capture type: cameras around the scene (orbit anchors, world-space box) or facing one
-    way (core.forward_poses: K = 1 near a reference camera, NDC field; `forward` configures it)."""
-    time_budget_s: float | None = 600.0
-    """Wall-clock budget of the training phases (re-assignment and the final evaluation render
-    come on top: seconds at 64 px); None: only `iterations` counts."""
-    iterations: int | None = None
-    """Step budget of all phases (shared as the time is); None: only the time counts."""
-    poses: Literal["estimate", "gt"] = "estimate"
-    """"gt": oracle, train the field with the ground-truth poses (tests and gap measurements)."""
-    coarse_size: int = 32
-    fine_size: int = 64
-    """Longer image side rendered in the coarse / fine stage."""
-    coarse_grid: int = 32
-    fine_grid: int = 64
-    """Field grid resolution in the coarse / fine stage."""
-    fine_at: float = 0.4
-    """Fraction of the pose-learning phase after which the fine stage starts."""
-    batch_images: int = 16
-    lr_encoder: float = 1e-3
-    lr_refine: float = 3e-3
-    """Learning rate of the per-image deltas (radians, log radius) in the refinement phase."""
-    initial_fine_size: int = 128
-    """Fine size (capped at the images' own) when the poses start from given ones (`--init`,
-    odometry): with no pose learning the whole budget refines, and chained or odometry poses
-    are already finer than a 64 px pixel. Measured on llff_fern at 252 px, 2 min, median
-    relative rotation error: chained 0.41 degrees; refined at 64 px 0.54 (lr_refine 1e-3 to
-    1e-2: 0.54-0.87); at 128 px 0.45 (0.34 with lr_refine 3e-3)."""
-    lr_refine_while_encoding: float = 0.0
-    """The same during pose learning (0: hypotheses come from the encoder alone, as measured)."""
-    lr_final_fraction: float = 0.05
-    """Cosine decay ends at this fraction of each learning rate."""
-    refine_fraction: float = 0.2
-    """Share of the budget for re-assignment + refinement (0 disables both, and the polish)."""
-    polish_fraction: float = 0.2
-    """Share of the budget for the polish (360 captures): after the refinement, a fresh field
-    starts from the refined poses and is refined with them again, coarse to fine, outlier
-    correction included (as `--init` refines given poses). The field of pose learning learnt the
-    scene while the poses were wrong and keeps some of it (blur, floaters) that holds them there.
-    Measured on chair (100 views, 64 px, one thread): ten minutes of it from the poses of a
-    30-minute run (0.8 pose learning, 0.2 refinement) took RRA@15 81% -> 92% and RRA@5 57% -> 73%
-    (at 128 px: 90% and 70%: the image size was not what held them)."""
-    reassign_size: int = 32
-    outlier_correction: bool = True
-    """During refinement (360 captures), views whose photometric residual stands out are set
-    aside, then re-posed by a search over the viewing sphere; those that still do not fit are
-    taken out of the field's training and reported unregistered (core.refine.correct_outliers;
-    `SUSPECTS_AT`, `CORRECTION_ROUNDS`). Views that look like none of the others
-    (core.appearance) are kept out of training from the start and are suspects at the first look."""
-    align_views: bool = True
-    """During refinement (360 captures, poses refined), every view in training is aligned to the
-    field before each part after the first and once at the end (core.refine.align_views), kept
-    where it then explains its view better: the joint refinement's small steps leave views a few
-    degrees, or a view's spacing, short of where the field explains them best."""
-    background_from_images: bool = True
-    """The field's constant background is the grey level of the images' plain border when they
-    have one (`core.image_set.plain_border_level`: an object on black cloth), instead of
-    `diffusion.background` (white); textured borders keep the configured level."""
-    starts: int = 1
-    """Independent starts (seeds `seed`, `seed` + 1, ...) racing through the coarse stage of pose
-    learning, which they share (each gets `fine_at` / `starts` of the phase); the lowest
-    photometric error of the most likely hypotheses (flips re-assigned) wins and goes on alone,
-    and the starts' agreement is evidence for the self-check (core.self_check). One by default:
-    at the demo's budget three starts left each too few steps (bundled object, 2500 steps, RRA@15
-    100%, 77%, 77%, 50% over four seeds and arithmetics, against 100% for one start at seed 0),
-    and their evidence did not separate right from wrong runs there; on tiny rings it did."""
-    seed: int = 0
-    device: str = "cpu"
-    scene_radius: float | None = None
-    """Radius of the ball that fills the view, world units; None: the field box's half size."""
-    occupancy_every: int = 16
-    """Steps between occupancy-grid updates of the field."""
-    divergence_factor: float = 20.0
-    divergence_margin: float = 0.5
-    """A step diverged when its loss is not finite or above factor x the median of the last 50
-    losses + margin (losses are MSEs of [0, 1] colours plus 0.1 x a cross-entropy)."""
-    snapshot_every: int = 25
-    max_rollbacks: int = 10
-    self_check: SelfCheckConfig = field(default_factory=SelfCheckConfig)
-    encoder: PoseEncoderConfig = field(default_factory=PoseEncoderConfig)
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    forward: ForwardConfig = field(default_factory=ForwardConfig)
-    field: FieldConfig = field(default_factory=FieldConfig)
-
-
-FORWARD_SETTINGS = {"refine_fraction": 0.5, "lr_refine": 1e-2}
-"""Where the forward mode's best settings differ from the defaults (tuned on 360 captures).
-Measured on llff_fern (20 views, 64 px, 570 steps, seed 0): defaults RRA@15 1.00, CCA@0.1 0.55,
-median relative rotation error 1.6 degrees; refine_fraction 0.5 alone 1.00 / 0.55 / 1.0;
-with lr_refine 1e-2 too 1.00 / 1.00 / 0.8 (a longer, faster per-image twist refinement)."""
-
-
-KEEP_INITIAL_POSES = {"lr_refine": 0.0, "outlier_correction": False}
-"""Trainer settings for initial poses the photometric refinement would make worse (`--init
-features`, the live scene's chained start): the chained poses (SIFT tracks, bundle-adjusted)
-stay as they are and the field learns around them. Measured on dtu_scan65 (49 views, 400 px,
-300 s): the photometric refinement took the training views from 0.24 to 11.0 degrees median
-relative rotation error, and from the ground-truth poses to 10.2 (the 360 field does not model
-DTU's backdrop; with the images masked to white, 3.0): at 128 px it cannot match a bundle
-adjustment of 400 px features. The bundle adjustment's outlier rejection stands in for the
-correction's."""
-
-
-def config_for_mode(mode: Literal["360", "forward"], **settings) -> "TrainerConfig":
-    """A TrainerConfig for `mode` with that mode's best measured defaults, then `settings`."""
-    return TrainerConfig(mode=mode, **{**(FORWARD_SETTINGS if mode == "forward" else {}), **settings})
-
 
 @dataclass
 class TrainingProgress:
@@ -300,69 +171,6 @@ def _judged(result: ReconstructionResult, given_poses: bool) -> ReconstructionRe
                    reposed_N=result.reposed_N & ~unsupported_N)
 
 
-# ----------------------------------------------------------------------------- budget
-
-class _Budget:
-    """A share of the time and step budget; progress is the larger of the two fractions."""
-
-    def __init__(self, config: TrainerConfig, share: float) -> None:
-        self.seconds = None if config.time_budget_s is None else config.time_budget_s * share
-        self.steps = None if config.iterations is None else max(1, round(config.iterations * share))
-        self.start = time.perf_counter()
-        self.step = 0
-
-    def progress(self) -> float:
-        fractions = [0.0]
-        if self.seconds is not None:
-            fractions.append((time.perf_counter() - self.start) / max(self.seconds, 1e-9))
-        if self.steps is not None:
-            fractions.append(self.step / self.steps)
-        return min(1.0, max(fractions))
-
-
-def _cosine(progress: float, final_fraction: float) -> float:
-    return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-# ----------------------------------------------------------------------------- divergence
-
-class _DivergenceGuard:
-    """Detects a diverged step and restores the last good in-memory snapshot."""
-
-    def __init__(self, config: TrainerConfig) -> None:
-        self.config = config
-        self.history: list[float] = []
-        self.snapshot: dict | None = None
-        self.rollbacks = 0
-
-    def healthy(self, loss: float) -> bool:
-        if not math.isfinite(loss):
-            return False
-        recent = self.history[-50:]
-        # The absolute margin keeps legitimate jumps of a tiny loss (a sharp distribution
-        # switching hypotheses costs up to ~0.1 of classification loss) from counting.
-        if len(recent) < 10:
-            return True
-        return loss <= self.config.divergence_factor * float(np.median(recent)) + self.config.divergence_margin
-
-    def record(self, loss: float, step: int, objects: dict) -> None:
-        self.history.append(loss)
-        if self.snapshot is None or step % self.config.snapshot_every == 0:
-            self.take(objects)
-
-    def take(self, objects: dict) -> None:
-        self.snapshot = {name: copy.deepcopy(obj.state_dict()) for name, obj in objects.items()}
-
-    def roll_back(self, objects: dict, reason: str) -> None:
-        self.rollbacks += 1
-        if self.snapshot is None or self.rollbacks > self.config.max_rollbacks:
-            raise RuntimeError(f"training diverged ({reason}) and could not be rolled back "
-                               f"({self.rollbacks} rollbacks)")
-        _log.warning("training diverged (%s): rolling back to the last good snapshot", reason)
-        for name, obj in objects.items():
-            obj.load_state_dict(copy.deepcopy(self.snapshot[name]))
-
-
 # ----------------------------------------------------------------------------- the run
 
 class _Run:
@@ -442,7 +250,10 @@ class _Run:
 
     # ---- one optimisation phase
 
-    def _optimise(self, engine: GenerativeLifting, budget: _Budget, phase: str,
+    def _budget(self, share: float) -> Budget:
+        return Budget(self.config.time_budget_s, self.config.iterations, share)
+
+    def _optimise(self, engine: GenerativeLifting, budget: Budget, phase: str,
                   loss_fn: Callable[[GenerativeLifting, float, torch.Generator, bool], Tensor],
                   generator: torch.Generator, pose_optimizer: torch.optim.Optimizer,
                   fine_at: float | None, total_share: tuple[float, float],
@@ -451,7 +262,7 @@ class _Run:
         The budget covers `span` of the phase's progress (learning rates, noise curriculum and
         the fine switch follow the phase's progress: a race's starts run its first part)."""
         field_optimizer = self._field_optimizer(engine)
-        guard = _DivergenceGuard(self.config)
+        guard = DivergenceGuard(self.config.divergence)
         objects = {"engine": engine, "field_opt": field_optimizer, "pose_opt": pose_optimizer}
         fine = fine_at is None
         losses: list[float] = []
@@ -463,7 +274,7 @@ class _Run:
                 field_optimizer = self._field_optimizer(engine)
                 objects["field_opt"] = field_optimizer
                 guard.take(objects)
-            scale = _cosine(progress, self.config.lr_final_fraction)
+            scale = cosine(progress, self.config.lr_final_fraction)
             for optimizer in (field_optimizer, pose_optimizer):
                 for group in optimizer.param_groups:
                     group["lr"] = group["initial_lr"] * scale
@@ -519,7 +330,7 @@ class _Run:
         best = min(starts, key=lambda start: start.error)
         engine, seed = best.engine, best.seed
         fine_share = learn_share * (1.0 - config.fine_at)
-        self._optimise(engine, _Budget(config, fine_share), "poses", self._diffusion_loss, best.generator,
+        self._optimise(engine, self._budget(fine_share), "poses", self._diffusion_loss, best.generator,
                        best.pose_optimizer, config.fine_at, (learn_share - fine_share, fine_share),
                        span=(config.fine_at, 1.0))
         self.race_c2w = [start.c2w_N44 for start in starts]
@@ -549,7 +360,7 @@ class _Run:
             engine = self._new_engine(seed)
             generator = torch.Generator().manual_seed(seed)
             pose_optimizer = self._pose_optimizer(engine, config.lr_refine_while_encoding, True)
-            self._optimise(engine, _Budget(config, each), f"poses[{r}]", self._diffusion_loss, generator,
+            self._optimise(engine, self._budget(each), f"poses[{r}]", self._diffusion_loss, generator,
                            pose_optimizer, config.fine_at, (r * each, each), span=(0.0, config.fine_at))
             if config.starts == 1:  # nothing to race against
                 return [_Start(seed, engine, generator, pose_optimizer, math.nan, np.zeros((0, 4, 4)))]
@@ -593,12 +404,12 @@ class _Run:
                 phase: str = "refine") -> None:
         """The refinement phase: poses and field on the photometric loss. With the outlier
         correction (360 captures) it runs in parts: all views; without the views whose residual
-        stands out (suspects), from `SUSPECTS_AT` of the phase on; after re-posing the suspects,
-        with those that fit; and so on for each further look (`CORRECTION_ROUNDS`)."""
+        stands out (suspects), from `suspects_at` of the phase on; after re-posing the suspects,
+        with those that fit; and so on for each further look (`correction_rounds`)."""
         config = self.config
         correcting = config.outlier_correction and config.mode == "360"
-        later = (1.0 - SUSPECTS_AT) / (1 + CORRECTION_ROUNDS)
-        shares = [SUSPECTS_AT] + [later] * (1 + CORRECTION_ROUNDS) if correcting else [1.0]
+        later = (1.0 - config.suspects_at) / (1 + config.correction_rounds)
+        shares = [config.suspects_at] + [later] * (1 + config.correction_rounds) if correcting else [1.0]
         self.start_c2w_N44 = self._poses(engine)
         for i, part in enumerate(shares):
             if i >= 1:
@@ -609,7 +420,7 @@ class _Run:
                 self._look_again(engine)
             if i >= 2:
                 self._correct_outliers(engine)
-            self._optimise(engine, _Budget(config, share * part), phase, self._posed_loss, self.generator,
+            self._optimise(engine, self._budget(share * part), phase, self._posed_loss, self.generator,
                            self._pose_optimizer(engine, config.lr_refine, False), fine_at if i == 0 else None,
                            (start + share * sum(shares[:i]), share * part))
 
@@ -636,7 +447,7 @@ class _Run:
         images, K = self._level(self.config.fine_size)
         c2w_N44 = self._poses(engine)
         out_N = torch.from_numpy(self.outlier_N).to(self.device)
-        self.suspects_N = out_N | suspect_views(engine, images, K, c2w_N44, LATER_LOOK)
+        self.suspects_N = out_N | suspect_views(engine, images, K, c2w_N44, self.config.later_look)
         _log.info("outlier correction: %d suspects in the next round, %d of them not out",
                   int(self.suspects_N.sum()), int((self.suspects_N & ~out_N).sum()))
 
@@ -671,9 +482,9 @@ class _Run:
         self.config = replace(self.config, fine_size=max(self.config.fine_size, sharper))
         engine = self._new_engine(self.config.seed)
         self.generator = torch.Generator().manual_seed(self.config.seed)
-        known_N44 = _fill_unknown(initial_c2w_N44)
+        known_N44 = fill_unknown(initial_c2w_N44)
         c2w_N44 = (forward_gauge(known_N44, self.config.forward) if self.config.mode == "forward"
-                   else _into_gauge(_upright(known_N44), self.radius))
+                   else into_gauge(upright(known_N44), self.radius))
         engine.refinement.start_at(torch.from_numpy(c2w_N44).float().to(self.device))
         self._refine(engine, 0.0, 1.0, fine_at=self.config.fine_at)
         self._align_views(engine)
@@ -702,14 +513,14 @@ class _Run:
         index_B = self._batch(generator)
         t_B = engine.sample_t(len(index_B), t_max_at(self.config.diffusion, progress), self.device, generator)
         terms = engine.training_loss(self.x0_N3SS[index_B], images[index_B], K[index_B], index_B, t_B, generator)
-        return terms.loss + _field_regulariser(engine)
+        return terms.loss + field_regulariser(engine)
 
     def _posed_loss(self, engine: GenerativeLifting, progress: float, generator: torch.Generator,
                     fine: bool) -> Tensor:
         images, K = self._level(self.config.fine_size)
         index_B = self._batch(generator)
         c2w_B44 = engine.refinement.base_c2w(index_B) if self.gt_c2w is None else self.gt_c2w[index_B]
-        return engine.posed_loss(images[index_B], K[index_B], c2w_B44, generator) + _field_regulariser(engine)
+        return engine.posed_loss(images[index_B], K[index_B], c2w_B44, generator) + field_regulariser(engine)
 
     def _top_as_base(self, engine: GenerativeLifting) -> np.ndarray:
         probability_N = engine.refinement.set_base_to_top(engine.predict(self.x0_N3SS))
@@ -748,11 +559,11 @@ class _Run:
 
     def oracle(self) -> ReconstructionResult:
         c2w_N44 = (forward_gauge(self.gt_c2w_N44, self.config.forward) if self.config.mode == "forward"
-                   else _into_gauge(self.gt_c2w_N44, self.radius))
+                   else into_gauge(self.gt_c2w_N44, self.radius))
         self.gt_c2w = torch.from_numpy(c2w_N44).float().to(self.device)
         engine = self._new_engine(self.config.seed)
         generator = torch.Generator().manual_seed(self.config.seed)
-        loss = self._optimise(engine, _Budget(self.config, 1.0), "oracle", self._posed_loss_oracle, generator,
+        loss = self._optimise(engine, self._budget(1.0), "oracle", self._posed_loss_oracle, generator,
                               self._pose_optimizer(engine, 0.0, False), self.config.fine_at, (0.0, 1.0))
         return self._result(engine, self.gt_c2w, np.full(self.n, np.nan), self.config.seed, [loss])
 
@@ -761,7 +572,7 @@ class _Run:
         images, K = self._level(self.config.fine_size if fine else self.config.coarse_size)
         index_B = self._batch(generator)
         return engine.posed_loss(images[index_B], K[index_B], self.gt_c2w[index_B], generator) + \
-            _field_regulariser(engine)
+            field_regulariser(engine)
 
     # ---- result
 
@@ -834,62 +645,3 @@ def _with_background(config: TrainerConfig, image_set: ImageSet, belonging_N: np
     _log.info("background: the images' plain border, grey level %.2f", level)
     return replace(config, diffusion=replace(config.diffusion, background=level))
 
-
-def _field_regulariser(engine: GenerativeLifting) -> Tensor | float:
-    weight = engine.field.config.tv_weight
-    return weight * engine.field.tv_loss() if weight > 0 else 0.0
-
-
-def _fill_unknown(c2w_N44: np.ndarray) -> np.ndarray:
-    """Rows without a pose (NaN) take the nearest known one in capture order."""
-    known = np.flatnonzero(np.isfinite(c2w_N44).all(axis=(1, 2)))
-    if len(known) < 2:
-        raise ValueError(f"initial poses: {len(known)} of {len(c2w_N44)} known, need at least 2")
-    nearest = known[np.abs(np.arange(len(c2w_N44))[:, None] - known[None]).argmin(axis=1)]
-    return np.asarray(c2w_N44, dtype=np.float64)[nearest]
-
-
-def _upright(c2w_N44: np.ndarray) -> np.ndarray:
-    """Poses turned so that the cameras' up is world +Z, the gauge's up (turns about +Z are how
-    flipped views are re-posed): people and robots hold cameras level, and chained poses live in
-    the first camera's frame (y down). Z-up poses (REP 103 odometry, ring captures) barely move."""
-    up_3 = _level_up(c2w_N44)
-    axis_3 = np.cross(up_3, [0.0, 0.0, 1.0])
-    angle = math.atan2(np.linalg.norm(axis_3), up_3[2])
-    if np.linalg.norm(axis_3) < 1e-9:  # already up, or upside down: turn about x
-        axis_3 = np.array([1.0, 0.0, 0.0])
-    omega_3 = axis_3 / np.linalg.norm(axis_3) * angle
-    R = so3_exp(torch.from_numpy(omega_3)[None])[0].numpy()
-    out_N44 = np.array(c2w_N44, dtype=np.float64, copy=True)
-    out_N44[:, :3, :3] = R @ c2w_N44[:, :3, :3]
-    out_N44[:, :3, 3] = c2w_N44[:, :3, 3] @ R.T
-    return out_N44
-
-
-def _level_up(c2w_N44: np.ndarray) -> np.ndarray:
-    """The unit direction the cameras' x axes are most perpendicular to (level cameras: no roll),
-    signed like their mean up (-y). The mean up itself tilts toward the centre on a hemisphere of
-    cameras looking down at an object (4.7 degrees on NeRF's chair); when the x axes do not fix
-    a direction (all parallel: a straight drive), the mean up is all there is."""
-    mean_up_3 = -c2w_N44[:, :3, 1].mean(axis=0)
-    mean_up_3 /= max(np.linalg.norm(mean_up_3), 1e-12)
-    x_N3 = c2w_N44[:, :3, 0]
-    values_3, vectors_33 = np.linalg.eigh(x_N3.T @ x_N3)
-    # the x axes must spread over a plane (its normal is up), not along a line or in all directions
-    if values_3[1] < 0.05 * values_3.sum() or values_3[0] > 0.25 * values_3[1]:
-        return mean_up_3
-    up_3 = vectors_33[:, 0]
-    return up_3 if up_3 @ mean_up_3 >= 0 else -up_3
-
-
-def _into_gauge(c2w_N44: np.ndarray, radius: float) -> np.ndarray:
-    """Known poses moved and scaled so that the point nearest to all optical axes is the origin
-    and the mean camera distance to it is `radius` (the gauge of the estimated poses)."""
-    centres_N3, axes_N3 = c2w_N44[:, :3, 3], c2w_N44[:, :3, 2]
-    projectors_N33 = np.eye(3) - axes_N3[:, :, None] * axes_N3[:, None, :]
-    target_3 = np.linalg.lstsq(projectors_N33.sum(0), (projectors_N33 @ centres_N3[:, :, None]).sum(0)[:, 0],
-                               rcond=None)[0]
-    scale = radius / np.linalg.norm(centres_N3 - target_3, axis=1).mean()
-    out_N44 = np.array(c2w_N44, dtype=np.float64, copy=True)
-    out_N44[:, :3, 3] = (centres_N3 - target_3) * scale
-    return out_N44

@@ -9,7 +9,7 @@ from nvs_ros.app.pose_start import initial_poses
 from nvs_ros.app.reconstruction import check_inputs, run_reconstruction
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.errors import InputError, NvsError
-from nvs_ros.core.trainer import TrainerConfig
+from nvs_ros.core.trainer_config import TrainerConfig
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.errors import NvsIOError, OutputFolderError
 from nvs_ros.io.output_folder import write_output_folder

@@ -11,7 +11,7 @@ import pytest
 from nvs_ros.app.pose_start import LEARNT, PoseStart, initial_poses, resolve_pose_start
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.errors import InputError
-from nvs_ros.core.trainer import KEEP_INITIAL_POSES
+from nvs_ros.core.trainer_config import KEEP_INITIAL_POSES
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.output_folder import write_output_folder
 

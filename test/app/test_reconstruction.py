@@ -8,7 +8,7 @@ import torch
 from scipy.spatial.transform import Rotation
 from tiny_engine import TINY
 
-from nvs_ros.core.metrics import Sim3
+from nvs_ros.core.sim3 import Sim3
 from nvs_ros.core.refine import RefineConfig
 from nvs_ros.core.scene import Scene
 from nvs_ros.core.trainer import reconstruct

@@ -123,12 +123,12 @@ def test_renders_tracking_and_saves_are_answered_during_a_full_round(scene, tmp_
             worker.offer_keyframe(keyframe(scene, i))
         assert wait_until(lambda: worker.stats.keyframes_added == 6)
         time.sleep(0.5)
-        asked = time.monotonic()
         worker.request_render(RenderRequest(scene.K_N33[0], scene.c2w_N44[0], 32, 32, 7))
         worker.request_tracking(TrackRequest(scene.images_NHW3[5], scene.K_N33[5], 8))
         summary = worker.request_save(tmp_path / "saved").result(TIMEOUT_S)
         assert wait_until(lambda: worker.stats.renders == 1 and not worker.tracking_pending)
-        assert time.monotonic() - asked < 2.5 and worker.stats.status.rounds == 1
+        # answered while the second round still runs (a wall-clock bound would measure the CPU's load)
+        assert worker.stats.status.rounds == 1
         assert "poses.json" in summary and (tmp_path / "saved" / "scene.pt").is_file()
         products = worker.take_products()
         assert products.rendered.stamp_ns == 7 and products.tracked.stamp_ns == 8

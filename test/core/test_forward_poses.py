@@ -14,7 +14,8 @@ from nvs_ros.core.forward_poses import (ForwardConfig, ForwardPoseEncoder, Forwa
                                         build_forward_engine, forward_gauge, ndc_box_half_size)
 from nvs_ros.core.metrics import evaluate_poses
 from nvs_ros.core.pose_encoder import PoseEncoderConfig
-from nvs_ros.core.trainer import TrainerConfig, TrainingProgress, reconstruct
+from nvs_ros.core.trainer import TrainingProgress, reconstruct
+from nvs_ros.core.trainer_config import TrainerConfig
 from nvs_ros.io.datasets import load_image_set
 
 SMALL_ENCODER = PoseEncoderConfig(input_size=32, channels=(16, 32, 32, 32), hidden=64, groups=4)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nvs_ros.core.metrics import (Sim3, evaluate_poses, finite_or_none, psnr, ransac_sim3,
-                                  relative_pose_errors, rotation_angle_deg, ssim, umeyama_sim3)
+from nvs_ros.core.metrics import evaluate_poses, finite_or_none, psnr, relative_pose_errors, rotation_angle_deg, ssim
+from nvs_ros.core.sim3 import Sim3, ransac_sim3, umeyama_sim3
 
 
 def axis_angle(axis_3, angle_deg: float) -> np.ndarray:

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from nvs_ros.core.metrics import Sim3, rotation_angle_deg
-from nvs_ros.core.pose_prior import align_to_prior, within_prior_gate
+from nvs_ros.core.metrics import rotation_angle_deg
+from nvs_ros.core.sim3 import Sim3
+from nvs_ros.core.pose_prior import PriorGate, align_to_prior, ring_radius, within_prior_gate
 
 
 def straight_drive(n: int = 10) -> np.ndarray:
@@ -93,3 +94,16 @@ def test_the_gate_takes_poses_near_their_priors_and_no_pose_without_one() -> Non
     assert gate_N.tolist() == [True, True, False, False]
     prior_N44[0] = np.nan
     assert not within_prior_gate(c2w_N44, prior_N44, 0.1, 5.0)[0]
+
+
+def test_the_prior_gate_scales_with_the_ring_and_widens_with_the_residual() -> None:
+    ring_N44 = np.repeat(np.eye(4)[None], 4, axis=0)
+    ring_N44[:, :3, 3] = [[2, 0, 0], [-2, 0, 0], [0, 2, 0], [0, -2, 0]]  # ring radius 2
+    prior_M44 = np.eye(4)[None]
+    c2w_M44 = prior_M44.copy()
+    c2w_M44[0, :3, 3] = [0.3, 0.0, 0.0]
+    assert ring_radius(ring_N44) == 2.0
+    assert PriorGate(0.2, 5.0).accepts(c2w_M44, prior_M44, ring_N44)[0]  # 0.3 <= 0.2 x 2
+    assert not PriorGate(0.1, 5.0).accepts(c2w_M44, prior_M44, ring_N44)[0]  # 0.3 > 0.1 x 2
+    assert PriorGate(0.1, 5.0, residual_factor=3.0).accepts(c2w_M44, prior_M44, ring_N44, residual=0.11)[0]
+    assert not PriorGate(0.1, 5.0, residual_factor=3.0).accepts(c2w_M44, prior_M44, ring_N44, residual=0.09)[0]

@@ -12,7 +12,8 @@ from tiny_engine import TINY
 
 from nvs_ros.core.cameras import so3_exp
 from nvs_ros.core.direct_alignment import align_to_rendered_view
-from nvs_ros.core.metrics import rotation_angle_deg, umeyama_sim3
+from nvs_ros.core.metrics import rotation_angle_deg
+from nvs_ros.core.sim3 import umeyama_sim3
 from nvs_ros.core.refine import (RefineConfig, correct_outliers, find_outliers, refine_poses,
                                   suspect_views, suspects_among, view_residuals)
 from nvs_ros.core.scene import Scene

@@ -13,7 +13,8 @@ from tiny_engine import TINY
 
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.metrics import evaluate_poses
-from nvs_ros.core.trainer import TrainerConfig, TrainingProgress, reconstruct
+from nvs_ros.core.trainer import TrainingProgress, reconstruct
+from nvs_ros.core.trainer_config import TrainerConfig
 from nvs_ros.io.datasets import load_image_set
 
 
@@ -159,21 +160,21 @@ def test_level_up_is_exact_on_a_hemisphere_and_falls_back_on_a_straight_drive() 
     round): their mean up leans toward the centre, the direction their (level) x axes are
     perpendicular to does not. A straight drive's x axes are all parallel: the mean up is used."""
     from nvs_ros.core.cameras import orbit_c2w
-    from nvs_ros.core.trainer import _level_up
+    from nvs_ros.core.gauge import level_up
 
     azimuth = torch.linspace(0, 0.6 * 2 * np.pi, 12).repeat(3)
     elevation = torch.tensor([15.0, 40.0, 65.0]).repeat_interleave(12).deg2rad()
     hemisphere = orbit_c2w(azimuth, elevation, 4.0).double().numpy()
     mean_up = -hemisphere[:, :3, 1].mean(axis=0)
     assert np.degrees(np.arccos(mean_up[2] / np.linalg.norm(mean_up))) > 1.0
-    np.testing.assert_allclose(_level_up(hemisphere), [0.0, 0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(level_up(hemisphere), [0.0, 0.0, 1.0], atol=1e-6)
     tilted = Rotation.from_euler("x", 30, degrees=True).as_matrix()
-    np.testing.assert_allclose(_level_up(np.einsum("ij,njk->nik", np.pad(tilted, (0, 1)) + np.diag([0, 0, 0, 1]),
+    np.testing.assert_allclose(level_up(np.einsum("ij,njk->nik", np.pad(tilted, (0, 1)) + np.diag([0, 0, 0, 1]),
                                                    hemisphere)), tilted[:, 2], atol=1e-6)
     drive = np.tile(np.eye(4), (10, 1, 1))
     drive[:, :3, :3] = [[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]
     drive[:, 0, 3] = np.arange(10)
-    np.testing.assert_allclose(_level_up(drive), [0.0, 0.0, 1.0], atol=1e-9)
+    np.testing.assert_allclose(level_up(drive), [0.0, 0.0, 1.0], atol=1e-9)
 
 
 def test_each_suspect_keeps_the_correction_that_leaves_the_lower_residual() -> None:

@@ -64,7 +64,7 @@ def test_the_output_frame_of_a_declared_source_comes_back(scene: Scene, tmp_path
 
     from scipy.spatial.transform import Rotation
 
-    from nvs_ros.core.metrics import Sim3
+    from nvs_ros.core.sim3 import Sim3
 
     frame = Sim3(2.5, Rotation.from_euler("xyz", [10, -40, 75], degrees=True).as_matrix(), np.array([4.0, -1.0, 0.3]))
     metric = dataclasses.replace(scene, output_frame=frame, scale_source="odometry")

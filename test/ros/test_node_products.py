@@ -28,7 +28,8 @@ from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from scipy.spatial.transform import Rotation  # noqa: E402
 
-from nvs_ros.core.metrics import Sim3, evaluate_poses, rotation_angle_deg  # noqa: E402
+from nvs_ros.core.metrics import evaluate_poses, rotation_angle_deg  # noqa: E402
+from nvs_ros.core.sim3 import Sim3  # noqa: E402
 from nvs_ros.io.bag_writer import DEFAULT_START_NS, write_bag  # noqa: E402
 from nvs_ros.io.bundled_scene import render_bundled_scene  # noqa: E402
 from nvs_ros.io.point_cloud_ply import read_point_cloud_ply  # noqa: E402
