@@ -64,6 +64,7 @@ from nvs_ros.io.image_files import downscale, rescale_intrinsics
 from nvs_ros.ros.image_conversion import (ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8,
                                           numpy_to_image_msg)
 from nvs_ros.ros.keyframe_path import keyframe_path
+from nvs_ros.ros.frame_queue import FrameQueue
 from nvs_ros.ros.markers import frustum_depth, frustum_markers
 from nvs_ros.ros.params import NodeConfig, ParameterError, declare_node_config
 from nvs_ros.ros.point_cloud_msg import point_cloud_msg
@@ -198,15 +199,23 @@ class NvsNode(Node):
             chained_poses=chained_keyframe_poses if self.config.initial_poses == "auto" else None)
         self._keyframes_generation = self.worker.generation
 
-        image_qos = RELIABLE_IMAGE_QOS if self.config.reliable_qos else IMAGE_QOS
+        # With reliable_qos the camera is taken in by the frame queue's thread, else by the
+        # callbacks (one at a time either way: the default callback group is exclusive).
+        self._frame_queue: FrameQueue | None = None
+        if self.config.reliable_qos:
+            self._frame_queue = FrameQueue(lambda take_in: take_in(), self.config.image_queue_size)
+            image_qos, on_image = RELIABLE_IMAGE_QOS, self._queue_image
+            on_camera_info = self._queue_camera_info
+        else:
+            image_qos, on_image, on_camera_info = IMAGE_QOS, self._on_image, self._on_camera_info
         if self.config.image_transport == "compressed":
             self.create_subscription(CompressedImage, f"{self.config.image_topic}/compressed",
-                                     lambda msg: self._on_image(msg, compressed_msg_to_rgb8), image_qos)
+                                     lambda msg: on_image(msg, compressed_msg_to_rgb8), image_qos)
         else:
             self.create_subscription(Image, self.config.image_topic,
-                                     lambda msg: self._on_image(msg, image_msg_to_rgb8), image_qos)
+                                     lambda msg: on_image(msg, image_msg_to_rgb8), image_qos)
         # Best effort matches camera drivers that publish CameraInfo either way.
-        self.create_subscription(CameraInfo, self.config.camera_info_topic, self._on_camera_info, IMAGE_QOS)
+        self.create_subscription(CameraInfo, self.config.camera_info_topic, on_camera_info, IMAGE_QOS)
         self.create_subscription(PoseStamped, "~/render_pose", self._on_render_pose, 10)
         self.tf_tree = TfTree(ignored_parents=[self.config.map_frame])
         self.create_subscription(TFMessage, "/tf", self.tf_tree.add, TF_LISTENER_QOS)
@@ -237,6 +246,8 @@ class NvsNode(Node):
 
     def destroy_node(self) -> None:
         # rclpy's shutdown destroys a node whose __init__ failed (bad parameter): no worker yet.
+        if getattr(self, "_frame_queue", None) is not None:
+            self._frame_queue.stop()
         if hasattr(self, "worker"):
             self.worker.stop()
         super().destroy_node()
@@ -247,6 +258,15 @@ class NvsNode(Node):
                               max_side=self.config.working_max_side)
 
     # --- camera in ----------------------------------------------------------------------
+    def _queue_camera_info(self, msg: CameraInfo) -> None:
+        """reliable_qos: queued behind the frames before it (ros/frame_queue.py)."""
+        self._frame_queue.put(lambda: self._on_camera_info(msg), frame=False)
+
+    def _queue_image(self, msg: Image | CompressedImage, to_rgb8) -> None:
+        """reliable_qos: only counted and queued here; taken in by the queue's thread."""
+        self.stats.received += 1
+        self._frame_queue.put(lambda: self._ingest(msg, to_rgb8))
+
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
             self.intrinsics.update(msg)
@@ -257,8 +277,11 @@ class NvsNode(Node):
             self._accept(*self._waiting.popleft())
 
     def _on_image(self, msg: Image | CompressedImage, to_rgb8) -> None:
-        started, started_cpu = time.perf_counter(), time.thread_time()
         self.stats.received += 1
+        self._ingest(msg, to_rgb8)
+
+    def _ingest(self, msg: Image | CompressedImage, to_rgb8) -> None:
+        started, started_cpu = time.perf_counter(), time.thread_time()
         try:
             rgb_HW3 = to_rgb8(msg)
         except ImageConversionError as err:
@@ -528,6 +551,8 @@ class NvsNode(Node):
         timed = max(1, stats.received)
         values = {"frames_received": stats.received, "frames_accepted": stats.accepted,
                   "frames_skipped": stats.skipped, "frames_waiting_for_camera_info": len(self._waiting),
+                  "frames_queued": len(self._frame_queue) if self._frame_queue is not None else 0,
+                  "frames_dropped_queue_full": self._frame_queue.dropped if self._frame_queue is not None else 0,
                   "last_skip_reason": stats.last_skip_reason, "keyframes": len(self.keyframes),
                   "intrinsics": self.intrinsics.source,
                   "image_size": f"{stats.last_size[1]}x{stats.last_size[0]}",

@@ -24,7 +24,11 @@ class NodeConfig:
     camera_info_topic: str = _param("/camera/camera_info", "sensor_msgs/CameraInfo of the camera")
     image_transport: str = _param("raw", "How images arrive", choices=("raw", "compressed"))
     reliable_qos: bool = _param(False, "Subscribe to images reliably (bag replay) instead of "
-                                "best effort (sensor data)")
+                                "best effort (sensor data); frames then wait in a queue "
+                                "(image_queue_size) and none is lost while the node is busy")
+    image_queue_size: int = _param(100, "With reliable_qos: frames received and not yet processed at most; "
+                                   "when full, the oldest is dropped and counted "
+                                   "(frames_dropped_queue_full on /diagnostics)", (1, 100000))
     fallback_fx: float = _param(0.0, "Focal length x [px] used while no CameraInfo has arrived; "
                                 "0 disables the fallback", (0.0, 1e6))
     fallback_fy: float = _param(0.0, "Fallback focal length y [px]", (0.0, 1e6))
