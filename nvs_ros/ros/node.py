@@ -56,6 +56,7 @@ from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
 from nvs_ros.baselines.feature_chaining import chained_keyframe_poses
+from nvs_ros.baselines.feature_tracking import CornerTracking
 from nvs_ros.core.cameras import intrinsics_matrix
 from nvs_ros.core.keyframes import KeyframeBuffer, KeyframeConfig
 from nvs_ros.core.live_scene import PRIOR_SOURCE, KeyframePoses, LiveSceneConfig
@@ -254,8 +255,10 @@ class NvsNode(Node):
 
     def _new_keyframe_buffer(self) -> KeyframeBuffer:
         return KeyframeBuffer(KeyframeConfig(capacity=self.config.keyframe_capacity,
-                                             min_novelty=self.config.keyframe_min_novelty),
-                              max_side=self.config.working_max_side)
+                                             min_novelty=self.config.keyframe_min_novelty,
+                                             min_untracked=self.config.keyframe_min_untracked,
+                                             viewpoint_side=self.config.working_max_side),
+                              max_side=self.config.working_max_side, viewpoint_cue=CornerTracking())
 
     # --- camera in ----------------------------------------------------------------------
     def _queue_camera_info(self, msg: CameraInfo) -> None:

@@ -39,6 +39,10 @@ class NodeConfig:
     keyframe_capacity: int = _param(64, "Keyframes kept at most (the most redundant is evicted)", (2, 10000))
     keyframe_min_novelty: float = _param(0.3, "Change of a frame's thumbnail (1 - NCC, 0..2) against "
                                          "every keyframe that makes it a new keyframe", (0.0, 2.0))
+    keyframe_min_untracked: float = _param(0.25, "Share of the most similar keyframe's corners that do not "
+                                           "track into a frame (optical flow) that makes it a new viewpoint "
+                                           "even when its thumbnail looks alike (a turn around an object on a "
+                                           "plain background); 0 disables", (0.0, 1.0))
     diagnostics_period_s: float = _param(1.0, "Period of the status on /diagnostics [s]", (0.05, 60.0))
     map_frame: str = _param("map", "Frame of the reconstruction (poses, point cloud, path, frusta)")
     odom_frame: str = _param("odom", "Odometry frame: when TF connects it to the camera frame, the keyframes' "
