@@ -167,6 +167,7 @@ class NvsNode(Node):
         super().__init__("nvs_node", **kwargs)
         self.config = declare_node_config(self)
         _check_device(self.config.device)
+        self._started_at = time.monotonic()
         self.stats = IngestStats()
         self.intrinsics = CameraIntrinsics(self.config)
         self._waiting: deque[tuple[Header, np.ndarray]] = deque()
@@ -192,6 +193,7 @@ class NvsNode(Node):
             torch.set_num_threads(self.config.torch_threads)
         self.worker = SceneWorker(
             LiveSceneConfig(min_keyframes=self.config.min_keyframes, round_budget_s=self.config.round_budget_s,
+                            idle_round_s=self.config.idle_round_s or None,
                             device=self.config.device, seed=self.config.seed,
                             max_keyframes=self.config.keyframe_capacity),
             slice_s=self.config.train_slice_s, queue_size=self.config.keyframe_queue_size,
@@ -243,7 +245,9 @@ class NvsNode(Node):
         self.worker.start()
         self.get_logger().info(f"listening on {self.config.image_topic} ({self.config.image_transport}) "
                                f"and {self.config.camera_info_topic}; training starts at "
-                               f"{self.config.min_keyframes} keyframes on {self.config.device}")
+                               f"{self.config.min_keyframes} keyframes on {self.config.device}"
+                               + (f" (or at {LiveSceneConfig.min_round_keyframes} or more after {self.config.idle_round_s:g} s without a new one)"
+                                  if self.config.idle_round_s else ""))
 
     def destroy_node(self) -> None:
         # rclpy's shutdown destroys a node whose __init__ failed (bad parameter): no worker yet.
@@ -565,6 +569,12 @@ class NvsNode(Node):
                   "callback_cpu_ms_mean": f"{1e3 * stats.callback_cpu_s_total / timed:.3f}"}
         return _status(f"{self.get_name()}: camera input", level, message, self.config.image_topic, values)
 
+    def _waiting_s(self) -> float:
+        """How long the scene has waited for its first products: since the first keyframe (or
+        since the node started, when none has come)."""
+        first = self.worker.stats.first_frame_at
+        return time.monotonic() - (first if first is not None else self._started_at)
+
     def _scene_status(self) -> DiagnosticStatus:
         stats = self.worker.stats
         status = stats.status
@@ -577,14 +587,16 @@ class NvsNode(Node):
         elif ready:
             level, message = DiagnosticStatus.OK, "publishing poses"
         else:
-            level, message = DiagnosticStatus.WARN, (f"waiting for {self.config.min_keyframes} keyframes"
-                                                     if not status or status.keyframes < self.config.min_keyframes
-                                                     else "first training round")
+            waiting = status.waiting_for if status else f"{self.config.min_keyframes} keyframes"
+            level, message = DiagnosticStatus.WARN, f"waiting for {waiting}" if waiting else "first training round"
         values = {"scene_keyframes": status.keyframes if status else 0,
                   "posed_keyframes": status.posed_keyframes if status else 0,
                   "training_step": status.step if status else 0,
                   "loss": "" if not status or status.loss is None else f"{status.loss:.5f}",
                   "rounds": status.rounds if status else 0, "ready": ready,
+                  "waiting_for": "" if ready else (status.waiting_for if status else
+                                                   f"{self.config.min_keyframes} keyframes") or "first training round",
+                  "waiting_s": "" if ready else _seconds(self._waiting_s()),
                   "keyframe_queue": self.worker.queue_length, "dropped_keyframes": stats.dropped_keyframes,
                   "train_s_total": f"{stats.train_s_total:.1f}", "renders": stats.renders,
                   "renders_refused": stats.renders_refused,

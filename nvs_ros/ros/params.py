@@ -51,6 +51,9 @@ class NodeConfig:
     camera_frame: str = _param("", "Optical frame of the camera (z forward) published in TF; empty: "
                                "the images' header frame_id (camera_optical_frame if that is empty too)")
     min_keyframes: int = _param(8, "Keyframes needed before training starts", (2, 10000))
+    idle_round_s: float = _param(10.0, "When no new keyframe has come for this long, training starts with the "
+                                 "keyframes there are (3 or more) instead of waiting for min_keyframes: a short "
+                                 "capture, a recording played once; 0: always wait [s]", (0.0, 86400.0))
     round_budget_s: float = _param(60.0, "Training time of one round; the point cloud and the view from the "
                                    "newest keyframe are published after each round [s]", (0.1, 86400.0))
     train_slice_s: float = _param(1.0, "The worker trains this long between serving requests (render, save, "
