@@ -52,7 +52,7 @@ _ACK_TIMEOUT = Duration(seconds=2.0)
 CAMERA_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE, CAMERA_INFO_TYPE)
 """Topics of these types are what a consumer of the bag (nvs_node) subscribes to: playing waits
 for them, not for topics nobody may listen to (a bag's ground truth)."""
-MATCH_SETTLE_S = 0.5
+MATCH_SETTLE_S = 1.5
 """After the publishers matched their subscribers, this long for the subscribers to match the
 publishers too (discovery runs on both sides), and for the bag's other topics to match."""
 

@@ -70,7 +70,7 @@ from nvs_ros.ros.markers import frustum_depth, frustum_markers
 from nvs_ros.ros.params import NodeConfig, ParameterError, declare_node_config
 from nvs_ros.ros.point_cloud_msg import point_cloud_msg
 from nvs_ros.ros.qos import (IMAGE_QOS, LATCHED_QOS, RELIABLE_IMAGE_QOS, TF_LISTENER_QOS,
-                             TF_STATIC_LISTENER_QOS)
+                             TF_STATIC_LISTENER_QOS, queued_image_qos)
 from nvs_ros.app.scene_worker import (QueuedKeyframe, RenderedView, RenderRequest, SceneWorker, TrackedFrame,
                                       TrackRequest)
 from nvs_ros.ros.tf_broadcaster import TfBroadcaster
@@ -94,6 +94,9 @@ ODOMETRY_MAX_OFFSET_NS = 100_000_000
 """A keyframe's odometry prior is the nearest TF sample within this of its stamp (odometry at
 10 Hz or faster); without one (TF not there yet) the keyframe goes without a prior."""
 NO_SCALE = "none (monocular, arbitrary)"
+OTHER_CLOCK_S = 3600.0
+"""An image stamp further than this from the node's clock is in another clock (a bag replayed
+without use_sim_time, /clock not yet received): its latency is unknown, not a figure of years."""
 
 
 @dataclass
@@ -104,6 +107,9 @@ class IngestStats:
     last_skip_reason: str = ""
     last_size: tuple[int, int] = (0, 0)
     last_latency_s: float = float("nan")
+    """Node clock minus the newest image's stamp; NaN when the stamp is in another clock."""
+    latency_note: str = ""
+    """Why the latency is unknown (empty: it is known)."""
     callback_s_total: float = 0.0
     callback_s_max: float = 0.0
     callback_cpu_s_total: float = 0.0
@@ -207,7 +213,7 @@ class NvsNode(Node):
         self._frame_queue: FrameQueue | None = None
         if self.config.reliable_qos:
             self._frame_queue = FrameQueue(lambda take_in: take_in(), self.config.image_queue_size)
-            image_qos, on_image = RELIABLE_IMAGE_QOS, self._queue_image
+            image_qos, on_image = queued_image_qos(self.config.image_queue_size), self._queue_image
             on_camera_info = self._queue_camera_info
         else:
             image_qos, on_image, on_camera_info = IMAGE_QOS, self._on_image, self._on_camera_info
@@ -330,7 +336,22 @@ class NvsNode(Node):
         self._render_camera = (small_K_33, small_HW3.shape[1], small_HW3.shape[0])
         self.stats.accepted += 1
         self.stats.last_size = rgb_HW3.shape[:2]
-        self.stats.last_latency_s = (self.get_clock().now().nanoseconds - stamp_ns) / 1e9
+        self._record_latency(stamp_ns)
+
+    def _record_latency(self, stamp_ns: int) -> None:
+        """Latency in the clock the node uses (ROS time: /clock with use_sim_time), unknown when
+        the stamps are in another one."""
+        latency_s = (self.get_clock().now().nanoseconds - stamp_ns) / 1e9
+        if abs(latency_s) <= OTHER_CLOCK_S:
+            self.stats.last_latency_s, self.stats.latency_note = latency_s, ""
+            return
+        clock = "sim time (/clock)" if self._use_sim_time() else "system time"
+        self.stats.last_latency_s = float("nan")
+        self.stats.latency_note = (f"unknown: image stamps are {latency_s:.3g} s from the node's {clock}; "
+                                   "a bag replayed with /clock needs use_sim_time:=true")
+
+    def _use_sim_time(self) -> bool:
+        return bool(self.get_parameter("use_sim_time").value)
 
     def _tracking_due(self, stamp_ns: int) -> bool:
         """At most track_rate_hz by image stamps (a stamp that jumps back, a looped bag, counts)."""
@@ -563,7 +584,8 @@ class NvsNode(Node):
                   "last_skip_reason": stats.last_skip_reason, "keyframes": len(self.keyframes),
                   "intrinsics": self.intrinsics.source,
                   "image_size": f"{stats.last_size[1]}x{stats.last_size[0]}",
-                  "latency_s": f"{stats.last_latency_s:.3f}",
+                  "latency_s": f"{stats.last_latency_s:.3f}", "latency_note": stats.latency_note,
+                  "clock": "sim time (/clock)" if self._use_sim_time() else "system time",
                   "callback_ms_mean": f"{1e3 * stats.callback_s_total / timed:.3f}",
                   "callback_ms_max": f"{1e3 * stats.callback_s_max:.3f}",
                   "callback_cpu_ms_mean": f"{1e3 * stats.callback_cpu_s_total / timed:.3f}"}

@@ -4,6 +4,7 @@ subscriptions, and with reliable_qos frames queue while the node is busy (counte
 import threading
 import time
 
+import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
@@ -98,5 +99,25 @@ def test_a_full_queue_drops_the_oldest_frames_and_counts_them(bag, rclpy_context
                       "every frame either taken in or counted as dropped")
         # What the queue held at the end (frames and CameraInfos), + one in hand.
         assert 1 <= int(node.status["frames_accepted"]) <= 5, node.status
+    finally:
+        node.close()
+
+
+@pytest.mark.parametrize("use_sim_time", [True, False])
+def test_latency_is_in_the_clock_of_the_stamps_or_unknown(bag, rclpy_context, spin_until, use_sim_time):
+    """The bag's stamps are in 2023: with use_sim_time the player's /clock is the node's clock and
+    the latency is that of the replay; without it the stamps are in another clock (unknown)."""
+    node = RunningNode(rclpy_context, spin_until, use_sim_time=use_sim_time)
+    try:
+        stats = play_bag(bag, context=rclpy_context, clock=True, wait_for_subscribers_s=TIMEOUT_S)
+        assert stats.published["/camera/image_raw"] == FRAMES
+        node.wait_for(lambda s: s.get("frames_accepted") == str(FRAMES), f"{FRAMES} frames accepted")
+        latency_s = float(node.status["latency_s"])
+        if use_sim_time:
+            assert 0.0 <= latency_s < 5.0 and node.status["latency_note"] == "", node.status
+            assert node.status["clock"] == "sim time (/clock)"
+        else:
+            assert np.isnan(latency_s) and "use_sim_time:=true" in node.status["latency_note"], node.status
+            assert node.status["clock"] == "system time"
     finally:
         node.close()
