@@ -280,9 +280,8 @@ class SceneWorker:
     def _step(self) -> None:
         self._serve_requests()
         self._add_queued()
-        status = self._scene.status()
-        if status.keyframes < self.config.min_keyframes:
-            self.stats.status = status
+        if not self._scene.training_due():
+            self.stats.status = self._scene.status()
             with self._wake:  # a tracking request waits for the scene: it wakes nothing
                 if not (self._queue or self._requests or self._render or self._stop.is_set()):
                     self._wake.wait(IDLE_WAIT_S)
@@ -405,8 +404,8 @@ class SceneWorker:
     def _save(self, folder: Path) -> str:
         if not self._scene.ready:
             status = self._scene.status()
-            raise RuntimeError(f"nothing to save yet: {status.keyframes} keyframe(s), training starts "
-                               f"at {self.config.min_keyframes} and the scene is not ready")
+            raise RuntimeError(f"nothing to save yet: {status.keyframes} keyframe(s) and the scene is not "
+                               f"ready (waiting for {status.waiting_for or 'the first round'})")
         written = save_scene_products(folder, self._scene, self.cloud_points,
                                       {**self._run_info, "status": asdict(self._scene.status())})
         return f"wrote {', '.join(written)} to {folder}"

@@ -5,8 +5,14 @@ A frame is accepted when
   defocus drop it; the threshold is relative, so texture-poor scenes are not all rejected), and
 - it is new: its small normalised thumbnail differs from every keyframe's (1 - NCC above a
   threshold), or, when poses are known, its camera moved or turned enough from every keyframe;
-  or it comes `max_frames_between` frames after the last keyframe and the camera is not
-  standing still (thumbnail change is content change: slow forward motion barely moves it).
+  or, without poses, it adds viewpoint: of the corners of the keyframe it looks most like, at
+  least `min_untracked` do not track into it (a viewpoint cue given by the caller, e.g.
+  baselines.feature_tracking: optical flow, checked forwards and backwards); or it comes
+  `max_frames_between` frames after the last keyframe and the camera is not standing still
+  (thumbnail change is content change: slow forward motion barely moves it).
+  The thumbnail alone misses turns around an object on a plain background (it looks alike from
+  every side); corners that stop tracking see them, while image motion that tracks (a pan, a
+  video's next frame) is no new viewpoint. Measured effect: bench/README.md, "keyframes.py".
 When the buffer is full, the most redundant keyframe (the one closest to its nearest
 neighbour) is evicted, so the buffer keeps covering the whole trajectory.
 
@@ -16,7 +22,7 @@ The check works on a downscaled gray copy and costs about a millisecond for a 64
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Hashable
+from typing import Any, Hashable, Protocol
 
 import numpy as np
 
@@ -37,6 +43,13 @@ class KeyframeConfig:
     """A sharp frame this many frames after the last keyframe is taken unless nothing moved."""
     still_novelty: float = 0.02
     """Below this 1 - NCC to the last keyframe the camera counts as standing still."""
+    min_untracked: float = 0.25
+    """Without poses: share of the most similar keyframe's corners that do not track into a frame
+    that makes it a new viewpoint (0: no viewpoint cue). Above what a 30 Hz video reaches
+    between frames a few degrees apart (it would keep nearly every frame), below what a sparse
+    ring's neighbours reach (22.5 degrees apart around an object)."""
+    viewpoint_side: int = 128
+    """Longer side of the gray image the viewpoint cue works on [px] (the node's working size)."""
     min_translation: float = 0.1
     """With poses: camera movement that counts as new, in pose units."""
     min_rotation_deg: float = 10.0
@@ -54,11 +67,24 @@ class KeyframeDecision:
     evicted: Hashable | None = None
 
 
+class ViewpointCue(Protocol):
+    """How much viewpoint a frame adds to a keyframe, from the images alone."""
+
+    def features(self, gray_HW: np.ndarray) -> Any:
+        """What the cue keeps of a keyframe (its gray image, uint8, and corners)."""
+
+    def untracked(self, keyframe_features: Any, gray_HW: np.ndarray) -> float:
+        """Share (0..1) of the keyframe's corners that do not track into `gray_HW`; NaN when the
+        keyframe has too few corners to tell (a plain image)."""
+
+
 @dataclass
 class _Keyframe:
     key: Hashable
     thumbnail: np.ndarray
     c2w_44: np.ndarray | None
+    viewpoint: Any = None
+    """The viewpoint cue's features of this keyframe (None: no cue)."""
 
 
 def gray_thumbnail(image_HW3: np.ndarray, side: int) -> np.ndarray:
@@ -75,6 +101,16 @@ def gray_thumbnail(image_HW3: np.ndarray, side: int) -> np.ndarray:
     thumb -= thumb.mean()
     norm = np.linalg.norm(thumb)
     return thumb / norm if norm > 0 else thumb
+
+
+def gray_image(image_HW3: np.ndarray, max_side: int) -> np.ndarray:
+    """uint8 gray copy, block-averaged so that its longer side is at most ~max_side pixels."""
+    block = max(1, -(-max(image_HW3.shape[:2]) // max_side))
+    height, width = (image_HW3.shape[0] // block) * block, (image_HW3.shape[1] // block) * block
+    gray = image_HW3[:height, :width].astype(np.float32).mean(axis=2)
+    if block > 1:
+        gray = gray.reshape(height // block, block, width // block, block).mean(axis=(1, 3))
+    return np.round(gray).astype(np.uint8)
 
 
 def sharpness(image_HW3: np.ndarray, max_side: int = 160) -> float:
@@ -94,10 +130,13 @@ def _rotation_deg(R_33: np.ndarray) -> float:
 class KeyframeSelector:
     """Decides, frame by frame, what enters the keyframe buffer (not thread-safe)."""
 
-    def __init__(self, config: KeyframeConfig = KeyframeConfig()):
+    def __init__(self, config: KeyframeConfig = KeyframeConfig(), viewpoint_cue: ViewpointCue | None = None):
+        """`viewpoint_cue`: how a frame's viewpoint differs from a keyframe's (given by the
+        caller: core does not depend on OpenCV); None: thumbnails and poses only."""
         if config.capacity < 2:
             raise InputError(f"keyframe capacity must be at least 2, got {config.capacity}")
         self.config = config
+        self._cue = viewpoint_cue if config.min_untracked > 0 else None
         self._keyframes: list[_Keyframe] = []
         self._recent_sharpness: deque[float] = deque(maxlen=config.sharpness_window)
         self._frames_since_keyframe = 0
@@ -117,13 +156,32 @@ class KeyframeSelector:
         if frame_sharpness < self.config.min_relative_sharpness * float(np.median(self._recent_sharpness)):
             return KeyframeDecision(False, "blurred")
         candidate = _Keyframe(key, gray_thumbnail(image_HW3, self.config.thumbnail_side), c2w_44)
-        if not all(self._is_new(candidate, keyframe) for keyframe in self._keyframes) \
-                and not self._overdue(candidate):
+        gray_HW = None if self._cue is None else gray_image(image_HW3, self.config.viewpoint_side)
+        if all(self._is_new(candidate, keyframe) for keyframe in self._keyframes):
+            reason = "new keyframe"
+        elif self._adds_viewpoint(candidate, gray_HW):
+            reason = "new viewpoint"
+        elif self._overdue(candidate):
+            reason = "overdue"
+        else:
             return KeyframeDecision(False, "no new viewpoint or content")
+        if gray_HW is not None:
+            candidate.viewpoint = self._cue.features(gray_HW)
         self._keyframes.append(candidate)
         self._frames_since_keyframe = 0
         evicted = self._evict_most_redundant() if len(self._keyframes) > self.config.capacity else None
-        return KeyframeDecision(True, "new keyframe", evicted)
+        return KeyframeDecision(True, reason, evicted)
+
+    def _adds_viewpoint(self, frame: _Keyframe, gray_HW: np.ndarray | None) -> bool:
+        """The viewpoint cue against the keyframe the frame looks most like (the one it tracks
+        best into); not where both have poses (the poses' rule decides there)."""
+        if gray_HW is None or not self._keyframes:
+            return False
+        nearest = min(self._keyframes, key=lambda keyframe: self._novelty(frame, keyframe))
+        if nearest.viewpoint is None or (frame.c2w_44 is not None and nearest.c2w_44 is not None):
+            return False
+        untracked = self._cue.untracked(nearest.viewpoint, gray_HW)
+        return bool(untracked >= self.config.min_untracked)  # NaN (a plain keyframe): no
 
     def _novelty(self, a: _Keyframe, b: _Keyframe) -> float:
         if a.thumbnail.shape != b.thumbnail.shape:
@@ -170,8 +228,9 @@ class KeyframeBuffer:
     Only accepted frames are downscaled, so rejecting a frame costs just the selector's check.
     """
 
-    def __init__(self, config: KeyframeConfig = KeyframeConfig(), max_side: int = 128):
-        self.selector = KeyframeSelector(config)
+    def __init__(self, config: KeyframeConfig = KeyframeConfig(), max_side: int = 128,
+                 viewpoint_cue: ViewpointCue | None = None):
+        self.selector = KeyframeSelector(config, viewpoint_cue)
         self.max_side = max_side
         self._frames: dict[Hashable, Keyframe] = {}
         self._lock = threading.Lock()

@@ -2,7 +2,10 @@
 learning without restarting, and answers with poses, a point cloud and rendered views.
 
 What the ROS node's worker calls (one thread owns a LiveScene; it is not thread-safe):
-1. Until `min_keyframes` keyframes are in, nothing is trained.
+1. Until `min_keyframes` keyframes are in, nothing is trained; or, with `idle_round_s`, until
+   no keyframe has come for that long and at least `min_round_keyframes` are in (a short
+   capture, a recording replayed once: what comes is all there is). `status().waiting_for`
+   says which.
 2. The first round is the full method on the keyframes so far (core.trainer.reconstruct:
    pose distribution, re-assignment, refinement), `round_budget_s` long. Its poses start from
    the keyframes' priors where most have one, else from chained features where the scene was
@@ -56,6 +59,12 @@ MIN_PRIOR_BASELINE = 1e-3
 class LiveSceneConfig:
     min_keyframes: int = 8
     """Training starts when this many keyframes are in."""
+    idle_round_s: float | None = None
+    """When no keyframe has come for this long [s], training starts with `min_round_keyframes`
+    or more instead of waiting for `min_keyframes`; None: always wait for them."""
+    min_round_keyframes: int = 3
+    """The fewest keyframes a round starts with after `idle_round_s`: two views pose each other
+    only up to their shared features, a third is what a ring or a chain needs to check them."""
     round_budget_s: float = 60.0
     """Training time of one full round."""
     round_iterations: int | None = None
@@ -111,6 +120,8 @@ class LiveStatus:
     """The last full round's judgement of its own poses (core.self_check: "converged",
     "unconfirmed", "unconverged"); None before the first round."""
     verdict_reasons: str = ""
+    waiting_for: str = ""
+    """Before the first round: what it waits for (empty once training has started)."""
 
     @property
     def trusted(self) -> bool:
@@ -185,6 +196,8 @@ class LiveScene:
         self._alignment: PriorAlignment | None = None
         """Scene gauge -> the priors' frame, fitted to the current poses (None: no priors fix it)."""
         self._generator = torch.Generator().manual_seed(self.config.seed)
+        self._last_keyframe_at: float | None = None
+        """time.monotonic() when the newest keyframe came."""
 
     # ------------------------------------------------------------------ input
 
@@ -208,6 +221,7 @@ class LiveScene:
                 K_33 = scale_intrinsics(K_33, w / sw, h / sh)
                 image_HW3 = resize_images(image_HW3[None], h, w)[0]
         self._keyframes.append(_Keyframe(name, int(stamp_ns), image_HW3, K_33, prior_c2w_44))
+        self._last_keyframe_at = time.monotonic()
         while len(self._keyframes) > self.config.max_keyframes:
             self._forget(self._most_redundant())
 
@@ -239,6 +253,25 @@ class LiveScene:
     def ready(self) -> bool:
         return self._scene is not None
 
+    def training_due(self) -> bool:
+        """Whether `train` does work: the scene is trained, or its first round may start."""
+        return self.ready or not self.waiting_for()
+
+    def waiting_for(self) -> str:
+        """What the first round waits for, in words; empty when it may start (or has)."""
+        count, config = len(self._keyframes), self.config
+        if self.ready or count >= config.min_keyframes:
+            return ""
+        wait = f"{config.min_keyframes - count} more keyframe(s) ({config.min_keyframes})"
+        if config.idle_round_s is None:
+            return wait
+        if count < config.min_round_keyframes:
+            return f"{wait}, or {config.min_round_keyframes - count} more and {config.idle_round_s:g} s without a new one"
+        idle_s = time.monotonic() - self._last_keyframe_at
+        if idle_s >= config.idle_round_s:
+            return ""
+        return f"{wait}, or {config.idle_round_s - idle_s:.1f} s more without a new one"
+
     def status(self) -> LiveStatus:
         alignment = self._alignment
         return LiveStatus(keyframes=len(self._keyframes), posed_keyframes=len(self._posed), step=self._step,
@@ -247,7 +280,8 @@ class LiveScene:
                           prior_residual=float(np.nanmedian(alignment.centre_residual_N)) if alignment else None,
                           pose_start=self._pose_start,
                           verdict=None if self._verdict is None else self._verdict.status,
-                          verdict_reasons="; ".join(self._verdict.reasons) if self._verdict else "")
+                          verdict_reasons="; ".join(self._verdict.reasons) if self._verdict else "",
+                          waiting_for=self.waiting_for())
 
     def train(self, seconds: float, steps: int | None = None,
               between_steps: Callable[[], None] | None = None) -> LiveStatus:
@@ -258,7 +292,7 @@ class LiveScene:
         `between_steps` is called after every step of a full round: until the round ends, this
         object still holds the previous round's scene, untouched, so the caller may read
         products from it (render, save); it must not add keyframes or reset."""
-        if len(self._keyframes) < self.config.min_keyframes:
+        if not self.training_due():
             return self.status()
         if self._scene is None or len(self._keyframes) >= self.config.regrow_factor * self._keyframes_at_last_round:
             self._full_round(between_steps)

@@ -9,6 +9,12 @@ with rosbags (`nvs_ros.io.bags`), .db3 or .mcap, folder or single file.
 before it is published, and ticking at `clock_hz` in between, so nodes with use_sim_time see
 the bag's stamps. With `loop`, each pass starts over and /clock jumps back, as rosbag2's does.
 
+Nothing is lost at the start: with `wait_for_subscribers_s`, playing starts only once the camera
+topics of the bag (images, CameraInfo; every topic when it has none) have a matched subscriber,
+plus `MATCH_SETTLE_S` (discovery is two-sided: the subscriber may learn of the publisher a moment
+after the publisher learnt of it, and a best-effort subscriber drops what comes before), or after
+the timeout with a warning. `ros2 bag play` offers the same with --wait-for-all-acked / --delay.
+
 QoS (rosbag2's replay defaults): reliable, volatile, keep last 10; transient local for
 /tf_static and for topics whose recorded publishers all offered transient local, with a depth
 that keeps every recorded message for late subscribers.
@@ -31,7 +37,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosbags.interfaces import Connection, QosDurability
 from rosgraph_msgs.msg import Clock
 
-from nvs_ros.io.bags import open_reader, read_messages
+from nvs_ros.io.bags import CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, open_reader, read_messages
 from nvs_ros.io.errors import BagError
 from nvs_ros.ros.transforms import ns_to_stamp
 
@@ -43,6 +49,12 @@ CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 """/clock publisher: reliable matches both rclpy's best-effort time source and reliable subscribers."""
 _ACK_TIMEOUT = Duration(seconds=2.0)
+CAMERA_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE, CAMERA_INFO_TYPE)
+"""Topics of these types are what a consumer of the bag (nvs_node) subscribes to: playing waits
+for them, not for topics nobody may listen to (a bag's ground truth)."""
+MATCH_SETTLE_S = 1.5
+"""After the publishers matched their subscribers, this long for the subscribers to match the
+publishers too (discovery runs on both sides), and for the bag's other topics to match."""
 
 
 @dataclass
@@ -124,7 +136,10 @@ def _play(node: Node, reader, path: str | Path, rate: float, loop: bool, clock: 
     clock_pub = node.create_publisher(Clock, "/clock", CLOCK_QOS) if clock else None
     played = [c for c in connections if c.topic in publishers]
     all_pubs = [*publishers.values(), *([clock_pub] if clock_pub else [])]
-    _wait_for_subscribers(all_pubs, wait_for_subscribers_s, stop)
+    camera = [publishers[c.topic] for c in played if c.msgtype in CAMERA_TYPES]
+    if _wait_for_subscribers(list(dict.fromkeys(camera)) or list(publishers.values()),
+                             wait_for_subscribers_s, stop):
+        stop.wait(MATCH_SETTLE_S)
     stop.wait(delay_s)
     started = time.monotonic()
     while not stop.is_set():
@@ -169,16 +184,19 @@ def _publishers(node: Node, connections: list[Connection], stats: PlayStats) -> 
     return publishers
 
 
-def _wait_for_subscribers(publishers: list[Publisher], timeout_s: float, stop: threading.Event) -> None:
+def _wait_for_subscribers(publishers: list[Publisher], timeout_s: float, stop: threading.Event) -> bool:
+    """True once every publisher has a subscriber; False when not waiting, stopped or timed out."""
     deadline = time.monotonic() + timeout_s
     while timeout_s > 0 and not stop.is_set():
         waiting = [p.topic_name for p in publishers if p.get_subscription_count() == 0]
         if not waiting:
-            return
+            log.info("subscribers matched on %s", [p.topic_name for p in publishers])
+            return True
         if time.monotonic() > deadline:
-            log.warning("no subscribers on %s after %.1f s; playing anyway", waiting, timeout_s)
-            return
+            log.warning("no subscriber on %s after %.1f s: playing anyway", waiting, timeout_s)
+            return False
         stop.wait(0.05)
+    return False
 
 
 def _play_once(reader, connections: list[Connection], path: str | Path,

@@ -56,6 +56,7 @@ from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
 from nvs_ros.baselines.feature_chaining import chained_keyframe_poses
+from nvs_ros.baselines.feature_tracking import CornerTracking
 from nvs_ros.core.cameras import intrinsics_matrix
 from nvs_ros.core.keyframes import KeyframeBuffer, KeyframeConfig
 from nvs_ros.core.live_scene import PRIOR_SOURCE, KeyframePoses, LiveSceneConfig
@@ -64,11 +65,12 @@ from nvs_ros.io.image_files import downscale, rescale_intrinsics
 from nvs_ros.ros.image_conversion import (ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8,
                                           numpy_to_image_msg)
 from nvs_ros.ros.keyframe_path import keyframe_path
+from nvs_ros.ros.frame_queue import FrameQueue
 from nvs_ros.ros.markers import frustum_depth, frustum_markers
 from nvs_ros.ros.params import NodeConfig, ParameterError, declare_node_config
 from nvs_ros.ros.point_cloud_msg import point_cloud_msg
 from nvs_ros.ros.qos import (IMAGE_QOS, LATCHED_QOS, RELIABLE_IMAGE_QOS, TF_LISTENER_QOS,
-                             TF_STATIC_LISTENER_QOS)
+                             TF_STATIC_LISTENER_QOS, queued_image_qos)
 from nvs_ros.app.scene_worker import (QueuedKeyframe, RenderedView, RenderRequest, SceneWorker, TrackedFrame,
                                       TrackRequest)
 from nvs_ros.ros.tf_broadcaster import TfBroadcaster
@@ -92,6 +94,9 @@ ODOMETRY_MAX_OFFSET_NS = 100_000_000
 """A keyframe's odometry prior is the nearest TF sample within this of its stamp (odometry at
 10 Hz or faster); without one (TF not there yet) the keyframe goes without a prior."""
 NO_SCALE = "none (monocular, arbitrary)"
+OTHER_CLOCK_S = 3600.0
+"""An image stamp further than this from the node's clock is in another clock (a bag replayed
+without use_sim_time, /clock not yet received): its latency is unknown, not a figure of years."""
 
 
 @dataclass
@@ -102,6 +107,9 @@ class IngestStats:
     last_skip_reason: str = ""
     last_size: tuple[int, int] = (0, 0)
     last_latency_s: float = float("nan")
+    """Node clock minus the newest image's stamp; NaN when the stamp is in another clock."""
+    latency_note: str = ""
+    """Why the latency is unknown (empty: it is known)."""
     callback_s_total: float = 0.0
     callback_s_max: float = 0.0
     callback_cpu_s_total: float = 0.0
@@ -165,6 +173,7 @@ class NvsNode(Node):
         super().__init__("nvs_node", **kwargs)
         self.config = declare_node_config(self)
         _check_device(self.config.device)
+        self._started_at = time.monotonic()
         self.stats = IngestStats()
         self.intrinsics = CameraIntrinsics(self.config)
         self._waiting: deque[tuple[Header, np.ndarray]] = deque()
@@ -190,6 +199,7 @@ class NvsNode(Node):
             torch.set_num_threads(self.config.torch_threads)
         self.worker = SceneWorker(
             LiveSceneConfig(min_keyframes=self.config.min_keyframes, round_budget_s=self.config.round_budget_s,
+                            idle_round_s=self.config.idle_round_s or None,
                             device=self.config.device, seed=self.config.seed,
                             max_keyframes=self.config.keyframe_capacity),
             slice_s=self.config.train_slice_s, queue_size=self.config.keyframe_queue_size,
@@ -198,15 +208,23 @@ class NvsNode(Node):
             chained_poses=chained_keyframe_poses if self.config.initial_poses == "auto" else None)
         self._keyframes_generation = self.worker.generation
 
-        image_qos = RELIABLE_IMAGE_QOS if self.config.reliable_qos else IMAGE_QOS
+        # With reliable_qos the camera is taken in by the frame queue's thread, else by the
+        # callbacks (one at a time either way: the default callback group is exclusive).
+        self._frame_queue: FrameQueue | None = None
+        if self.config.reliable_qos:
+            self._frame_queue = FrameQueue(lambda take_in: take_in(), self.config.image_queue_size)
+            image_qos, on_image = queued_image_qos(self.config.image_queue_size), self._queue_image
+            on_camera_info = self._queue_camera_info
+        else:
+            image_qos, on_image, on_camera_info = IMAGE_QOS, self._on_image, self._on_camera_info
         if self.config.image_transport == "compressed":
             self.create_subscription(CompressedImage, f"{self.config.image_topic}/compressed",
-                                     lambda msg: self._on_image(msg, compressed_msg_to_rgb8), image_qos)
+                                     lambda msg: on_image(msg, compressed_msg_to_rgb8), image_qos)
         else:
             self.create_subscription(Image, self.config.image_topic,
-                                     lambda msg: self._on_image(msg, image_msg_to_rgb8), image_qos)
+                                     lambda msg: on_image(msg, image_msg_to_rgb8), image_qos)
         # Best effort matches camera drivers that publish CameraInfo either way.
-        self.create_subscription(CameraInfo, self.config.camera_info_topic, self._on_camera_info, IMAGE_QOS)
+        self.create_subscription(CameraInfo, self.config.camera_info_topic, on_camera_info, IMAGE_QOS)
         self.create_subscription(PoseStamped, "~/render_pose", self._on_render_pose, 10)
         self.tf_tree = TfTree(ignored_parents=[self.config.map_frame])
         self.create_subscription(TFMessage, "/tf", self.tf_tree.add, TF_LISTENER_QOS)
@@ -233,20 +251,35 @@ class NvsNode(Node):
         self.worker.start()
         self.get_logger().info(f"listening on {self.config.image_topic} ({self.config.image_transport}) "
                                f"and {self.config.camera_info_topic}; training starts at "
-                               f"{self.config.min_keyframes} keyframes on {self.config.device}")
+                               f"{self.config.min_keyframes} keyframes on {self.config.device}"
+                               + (f" (or at {LiveSceneConfig.min_round_keyframes} or more after {self.config.idle_round_s:g} s without a new one)"
+                                  if self.config.idle_round_s else ""))
 
     def destroy_node(self) -> None:
         # rclpy's shutdown destroys a node whose __init__ failed (bad parameter): no worker yet.
+        if getattr(self, "_frame_queue", None) is not None:
+            self._frame_queue.stop()
         if hasattr(self, "worker"):
             self.worker.stop()
         super().destroy_node()
 
     def _new_keyframe_buffer(self) -> KeyframeBuffer:
         return KeyframeBuffer(KeyframeConfig(capacity=self.config.keyframe_capacity,
-                                             min_novelty=self.config.keyframe_min_novelty),
-                              max_side=self.config.working_max_side)
+                                             min_novelty=self.config.keyframe_min_novelty,
+                                             min_untracked=self.config.keyframe_min_untracked,
+                                             viewpoint_side=self.config.working_max_side),
+                              max_side=self.config.working_max_side, viewpoint_cue=CornerTracking())
 
     # --- camera in ----------------------------------------------------------------------
+    def _queue_camera_info(self, msg: CameraInfo) -> None:
+        """reliable_qos: queued behind the frames before it (ros/frame_queue.py)."""
+        self._frame_queue.put(lambda: self._on_camera_info(msg), frame=False)
+
+    def _queue_image(self, msg: Image | CompressedImage, to_rgb8) -> None:
+        """reliable_qos: only counted and queued here; taken in by the queue's thread."""
+        self.stats.received += 1
+        self._frame_queue.put(lambda: self._ingest(msg, to_rgb8))
+
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
             self.intrinsics.update(msg)
@@ -257,8 +290,11 @@ class NvsNode(Node):
             self._accept(*self._waiting.popleft())
 
     def _on_image(self, msg: Image | CompressedImage, to_rgb8) -> None:
-        started, started_cpu = time.perf_counter(), time.thread_time()
         self.stats.received += 1
+        self._ingest(msg, to_rgb8)
+
+    def _ingest(self, msg: Image | CompressedImage, to_rgb8) -> None:
+        started, started_cpu = time.perf_counter(), time.thread_time()
         try:
             rgb_HW3 = to_rgb8(msg)
         except ImageConversionError as err:
@@ -300,7 +336,22 @@ class NvsNode(Node):
         self._render_camera = (small_K_33, small_HW3.shape[1], small_HW3.shape[0])
         self.stats.accepted += 1
         self.stats.last_size = rgb_HW3.shape[:2]
-        self.stats.last_latency_s = (self.get_clock().now().nanoseconds - stamp_ns) / 1e9
+        self._record_latency(stamp_ns)
+
+    def _record_latency(self, stamp_ns: int) -> None:
+        """Latency in the clock the node uses (ROS time: /clock with use_sim_time), unknown when
+        the stamps are in another one."""
+        latency_s = (self.get_clock().now().nanoseconds - stamp_ns) / 1e9
+        if abs(latency_s) <= OTHER_CLOCK_S:
+            self.stats.last_latency_s, self.stats.latency_note = latency_s, ""
+            return
+        clock = "sim time (/clock)" if self._use_sim_time() else "system time"
+        self.stats.last_latency_s = float("nan")
+        self.stats.latency_note = (f"unknown: image stamps are {latency_s:.3g} s from the node's {clock}; "
+                                   "a bag replayed with /clock needs use_sim_time:=true")
+
+    def _use_sim_time(self) -> bool:
+        return bool(self.get_parameter("use_sim_time").value)
 
     def _tracking_due(self, stamp_ns: int) -> bool:
         """At most track_rate_hz by image stamps (a stamp that jumps back, a looped bag, counts)."""
@@ -528,14 +579,23 @@ class NvsNode(Node):
         timed = max(1, stats.received)
         values = {"frames_received": stats.received, "frames_accepted": stats.accepted,
                   "frames_skipped": stats.skipped, "frames_waiting_for_camera_info": len(self._waiting),
+                  "frames_queued": len(self._frame_queue) if self._frame_queue is not None else 0,
+                  "frames_dropped_queue_full": self._frame_queue.dropped if self._frame_queue is not None else 0,
                   "last_skip_reason": stats.last_skip_reason, "keyframes": len(self.keyframes),
                   "intrinsics": self.intrinsics.source,
                   "image_size": f"{stats.last_size[1]}x{stats.last_size[0]}",
-                  "latency_s": f"{stats.last_latency_s:.3f}",
+                  "latency_s": f"{stats.last_latency_s:.3f}", "latency_note": stats.latency_note,
+                  "clock": "sim time (/clock)" if self._use_sim_time() else "system time",
                   "callback_ms_mean": f"{1e3 * stats.callback_s_total / timed:.3f}",
                   "callback_ms_max": f"{1e3 * stats.callback_s_max:.3f}",
                   "callback_cpu_ms_mean": f"{1e3 * stats.callback_cpu_s_total / timed:.3f}"}
         return _status(f"{self.get_name()}: camera input", level, message, self.config.image_topic, values)
+
+    def _waiting_s(self) -> float:
+        """How long the scene has waited for its first products: since the first keyframe (or
+        since the node started, when none has come)."""
+        first = self.worker.stats.first_frame_at
+        return time.monotonic() - (first if first is not None else self._started_at)
 
     def _scene_status(self) -> DiagnosticStatus:
         stats = self.worker.stats
@@ -549,14 +609,16 @@ class NvsNode(Node):
         elif ready:
             level, message = DiagnosticStatus.OK, "publishing poses"
         else:
-            level, message = DiagnosticStatus.WARN, (f"waiting for {self.config.min_keyframes} keyframes"
-                                                     if not status or status.keyframes < self.config.min_keyframes
-                                                     else "first training round")
+            waiting = status.waiting_for if status else f"{self.config.min_keyframes} keyframes"
+            level, message = DiagnosticStatus.WARN, f"waiting for {waiting}" if waiting else "first training round"
         values = {"scene_keyframes": status.keyframes if status else 0,
                   "posed_keyframes": status.posed_keyframes if status else 0,
                   "training_step": status.step if status else 0,
                   "loss": "" if not status or status.loss is None else f"{status.loss:.5f}",
                   "rounds": status.rounds if status else 0, "ready": ready,
+                  "waiting_for": "" if ready else (status.waiting_for if status else
+                                                   f"{self.config.min_keyframes} keyframes") or "first training round",
+                  "waiting_s": "" if ready else _seconds(self._waiting_s()),
                   "keyframe_queue": self.worker.queue_length, "dropped_keyframes": stats.dropped_keyframes,
                   "train_s_total": f"{stats.train_s_total:.1f}", "renders": stats.renders,
                   "renders_refused": stats.renders_refused,

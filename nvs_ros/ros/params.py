@@ -24,7 +24,11 @@ class NodeConfig:
     camera_info_topic: str = _param("/camera/camera_info", "sensor_msgs/CameraInfo of the camera")
     image_transport: str = _param("raw", "How images arrive", choices=("raw", "compressed"))
     reliable_qos: bool = _param(False, "Subscribe to images reliably (bag replay) instead of "
-                                "best effort (sensor data)")
+                                "best effort (sensor data); frames then wait in a queue "
+                                "(image_queue_size) and none is lost while the node is busy")
+    image_queue_size: int = _param(100, "With reliable_qos: frames received and not yet processed at most; "
+                                   "when full, the oldest is dropped and counted "
+                                   "(frames_dropped_queue_full on /diagnostics)", (1, 100000))
     fallback_fx: float = _param(0.0, "Focal length x [px] used while no CameraInfo has arrived; "
                                 "0 disables the fallback", (0.0, 1e6))
     fallback_fy: float = _param(0.0, "Fallback focal length y [px]", (0.0, 1e6))
@@ -35,6 +39,10 @@ class NodeConfig:
     keyframe_capacity: int = _param(64, "Keyframes kept at most (the most redundant is evicted)", (2, 10000))
     keyframe_min_novelty: float = _param(0.3, "Change of a frame's thumbnail (1 - NCC, 0..2) against "
                                          "every keyframe that makes it a new keyframe", (0.0, 2.0))
+    keyframe_min_untracked: float = _param(0.25, "Share of the most similar keyframe's corners that do not "
+                                           "track into a frame (optical flow) that makes it a new viewpoint "
+                                           "even when its thumbnail looks alike (a turn around an object on a "
+                                           "plain background); 0 disables", (0.0, 1.0))
     diagnostics_period_s: float = _param(1.0, "Period of the status on /diagnostics [s]", (0.05, 60.0))
     map_frame: str = _param("map", "Frame of the reconstruction (poses, point cloud, path, frusta)")
     odom_frame: str = _param("odom", "Odometry frame: when TF connects it to the camera frame, the keyframes' "
@@ -43,6 +51,9 @@ class NodeConfig:
     camera_frame: str = _param("", "Optical frame of the camera (z forward) published in TF; empty: "
                                "the images' header frame_id (camera_optical_frame if that is empty too)")
     min_keyframes: int = _param(8, "Keyframes needed before training starts", (2, 10000))
+    idle_round_s: float = _param(10.0, "When no new keyframe has come for this long, training starts with the "
+                                 "keyframes there are (3 or more) instead of waiting for min_keyframes: a short "
+                                 "capture, a recording played once; 0: always wait [s]", (0.0, 86400.0))
     round_budget_s: float = _param(60.0, "Training time of one round; the point cloud and the view from the "
                                    "newest keyframe are published after each round [s]", (0.1, 86400.0))
     train_slice_s: float = _param(1.0, "The worker trains this long between serving requests (render, save, "

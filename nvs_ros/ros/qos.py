@@ -25,6 +25,14 @@ RELIABLE_IMAGE_QOS = QoSProfile(
 """Images when every frame matters (bag replay, synthesized views out). Only matches
 reliable publishers when used for a subscription."""
 
+def queued_image_qos(depth: int) -> QoSProfile:
+    """Images with `reliable_qos` (bag replay): reliable, and a history as deep as the node's frame
+    queue, so that frames wait in DDS rather than being overwritten while the executor thread
+    is held up (a loaded CPU, the interpreter taken by training)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
 LATCHED_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
     depth=1,

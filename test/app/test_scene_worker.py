@@ -170,3 +170,29 @@ def test_tracking_poses_the_newest_frame_once_the_scene_is_ready_and_rejects_a_f
         assert worker.stats.tracking_rejected >= 1 and worker.stats.last_tracking_confidence == foreign.confidence
     finally:
         worker.stop()
+
+
+def test_a_short_capture_starts_its_first_round_once_no_keyframe_has_come_for_idle_round_s(scene):
+    """min_keyframes 8, six keyframes come and no more: after idle_round_s the first round
+    starts with them. Two are too few to ever start; the status says what it waits for."""
+    config = LiveSceneConfig(min_keyframes=8, idle_round_s=1.0, round_iterations=50, trainer=TINY)
+    worker = SceneWorker(config, slice_s=0.2)
+    worker.start()
+    try:
+        for i in range(2):
+            worker.offer_keyframe(keyframe(scene, i))
+        assert wait_until(lambda: worker.stats.status is not None and worker.stats.status.keyframes == 2)
+        time.sleep(1.5)
+        status = worker.stats.status
+        assert not status.ready and status.waiting_for == \
+            "6 more keyframe(s) (8), or 1 more and 1 s without a new one", status.waiting_for
+        for i in range(2, 6):
+            worker.offer_keyframe(keyframe(scene, i))
+        assert wait_until(lambda: worker.stats.status.keyframes == 6)
+        waiting = worker.stats.status.waiting_for
+        assert waiting.startswith("2 more keyframe(s) (8), or ") and waiting.endswith(" s more without a new one")
+        assert wait_until(lambda: worker.stats.status.ready)
+        assert worker.stats.status.rounds == 1 and worker.stats.status.waiting_for == ""
+        assert worker.stats.status.keyframes == 6
+    finally:
+        worker.stop()

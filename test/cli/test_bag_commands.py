@@ -49,7 +49,8 @@ def test_a_played_bag_reaches_nvs_node(room_bag, tmp_path):
                              "-p", "diagnostics_period_s:=0.2"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        played = run("nvs-ros", "play", str(room_bag), "--rate", "2", "--delay", "3", timeout=60)
+        # No delay: play waits until the node (still importing torch) has subscribed.
+        played = run("nvs-ros", "play", str(room_bag), "--rate", "2", timeout=90)
         assert played.returncode == 0, played.stderr
         status = subprocess.run(
             [sys.executable, "-c", _READ_DIAGNOSTICS], capture_output=True, text=True, timeout=60)
@@ -60,6 +61,16 @@ def test_a_played_bag_reaches_nvs_node(room_bag, tmp_path):
     assert values["frames_accepted"] == "6", (values, log)
     assert values["intrinsics"] == "camera_info" and values["image_size"] == "32x32"
     assert values["keyframes"] == "6"  # six views 60 degrees apart: each one is new
+
+
+@pytest.mark.ros
+def test_play_waits_for_subscribers_then_plays_anyway_or_starts_at_once(room_bag):
+    waited = run("nvs-ros", "play", str(room_bag), "--rate", "20", "--wait", "1", timeout=60)
+    assert waited.returncode == 0, waited.stderr
+    warning = next(line for line in waited.stderr.splitlines() if "no subscriber on" in line)
+    assert "/camera/image_raw" in warning and "after 1.0 s: playing anyway" in warning, warning
+    at_once = run("nvs-ros", "play", str(room_bag), "--rate", "20", "--no-wait", timeout=60)
+    assert at_once.returncode == 0 and "no subscriber" not in at_once.stderr, at_once.stderr
 
 
 _READ_DIAGNOSTICS = """

@@ -1,10 +1,14 @@
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from nvs_ros.baselines.feature_tracking import CornerTracking
 from nvs_ros.core.keyframes import KeyframeConfig, KeyframeSelector, gray_thumbnail, sharpness
 from nvs_ros.io.datasets import load_image_set
+
+TEMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "middlebury_temple_ring"
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +120,45 @@ def test_buffer_keeps_accepted_frames_at_working_resolution_with_scaled_intrinsi
     assert all(f.image_HW3.shape == (48, 48, 3) for f in frames)
     np.testing.assert_allclose(frames[0].K_33[0, 0], ring.K_N33[0, 0, 0] / 2)
     np.testing.assert_allclose(frames[0].K_33[0, 2], (ring.K_N33[0, 0, 2] + 0.5) / 2 - 0.5)
+
+
+@pytest.mark.skipif(not TEMPLE.is_dir(), reason="../shared/data/middlebury_temple_ring is absent")
+def test_a_sparse_ring_around_an_object_keeps_every_new_view():
+    """16 views of an object on black, 22.5 degrees apart, at the node's working size: the
+    thumbnails alone see 3 new views; corners that stop tracking see every turn. templeSR0011
+    (index 10) is the same view as templeSR0001: it adds nothing."""
+    temple = load_image_set(TEMPLE, max_side=128)
+    thumbnails = KeyframeSelector(KeyframeConfig(min_untracked=0.0), CornerTracking())
+    assert sum(thumbnails.consider(i, image).accepted for i, image in enumerate(temple.images_NHW3)) <= 4
+    selector = KeyframeSelector(KeyframeConfig(), CornerTracking())
+    decisions = [selector.consider(i, image) for i, image in enumerate(temple.images_NHW3)]
+    assert [i for i, d in enumerate(decisions) if not d.accepted] == [10]
+    assert {d.reason for d in decisions[1:] if d.accepted} == {"new viewpoint"}
+
+
+def test_with_the_viewpoint_cue_a_video_still_keeps_a_bounded_spread_out_set():
+    ring = load_image_set("bundled", max_side=96, views=96)  # 3.75 degrees apart
+    counts = {}
+    for min_untracked in (0.0, KeyframeConfig.min_untracked):
+        selector = KeyframeSelector(KeyframeConfig(capacity=96, min_untracked=min_untracked), CornerTracking())
+        accepted = [i for i in range(len(ring)) if selector.consider(i, ring.images_NHW3[i]).accepted]
+        counts[min_untracked] = len(accepted)
+        assert np.diff(accepted + [accepted[0] + len(ring)]).max() <= 6
+    assert counts[KeyframeConfig.min_untracked] <= counts[0.0] + 8, counts  # about the thumbnails' own
+
+
+def test_the_viewpoint_cue_abstains_on_a_plain_image_and_ignores_noise():
+    rng = np.random.default_rng(0)
+    ramp_HW3 = np.repeat(np.linspace(40, 220, 128)[None, :, None], 96, axis=0).repeat(3, axis=2)
+    selector = KeyframeSelector(KeyframeConfig(), CornerTracking())
+    # A plain image (a smooth ramp and camera noise) has no corners to track: the noise's would
+    # not track, yet they tell nothing (no keyframe per frame).
+    accepted = [selector.consider(i, np.clip(ramp_HW3 + rng.normal(0, 4, ramp_HW3.shape), 0, 255)
+                                  .astype(np.uint8)).accepted for i in range(5)]
+    assert accepted == [True, False, False, False, False]
+    textured = load_image_set("bundled", max_side=128, views=8).images_NHW3[0]
+    selector = KeyframeSelector(KeyframeConfig(), CornerTracking())
+    assert selector.consider("first", textured).accepted
+    noisy = np.clip(textured + rng.normal(0, 3, textured.shape), 0, 255).astype(np.uint8)
+    shifted = np.roll(textured, 3, axis=1)  # a small pan: the corners follow it
+    assert not selector.consider("noisy", noisy).accepted and not selector.consider("shifted", shifted).accepted

@@ -127,3 +127,32 @@ def test_uninstalled_types_are_skipped_and_tf_static_is_latched(scene, tmp_path)
         assert volatile.reliability == latched.reliability == ReliabilityPolicy.RELIABLE
     finally:
         reader.close()
+
+
+def test_a_subscriber_that_comes_late_misses_nothing(scene, tmp_path, rclpy_context, spin_until):
+    """The player starts first and waits; the subscriber (best effort, as nvs_node's default,
+    which drops whatever comes before it matched) comes a second later and gets every frame."""
+    bag = write_bag(scene, tmp_path / "bag", rate_hz=RATE_HZ)
+    player = PlayerThread(bag, wait_for_subscribers_s=TIMEOUT_S)
+    player.start()
+    time.sleep(1.0)
+    assert player.is_alive() and player.stats is None  # still waiting, nothing published
+    node = Node("late_subscriber", context=rclpy_context)
+    images: list[Image] = []
+    best_effort = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
+    node.create_subscription(Image, "/camera/image_raw", images.append, best_effort)
+    node.create_subscription(CameraInfo, "/camera/camera_info", lambda _: None, best_effort)
+    done = spin_until(node, lambda: len(images) == 6, TIMEOUT_S)
+    stats = player.finish()
+    assert done, len(images)
+    assert stats.published["/camera/image_raw"] == 6
+
+
+def test_without_subscribers_it_plays_after_the_timeout_with_a_warning(scene, tmp_path, caplog):
+    bag = write_bag(scene, tmp_path / "bag", rate_hz=RATE_HZ)
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="nvs_ros.ros.bag_player"):
+        stats = play_bag(bag, rate=10.0, topics=["/camera/image_raw"], wait_for_subscribers_s=0.5)
+    assert time.monotonic() - started >= 0.5
+    assert stats.published == {"/camera/image_raw": 6}
+    assert "no subscriber on ['/camera/image_raw'] after 0.5 s: playing anyway" in caplog.text
