@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
-from scipy.spatial.transform import Rotation
 
 from nvs_ros.core.image_set import ImageSet
+from nvs_ros.core.rotations import quaternion_xyzw
 from nvs_ros.io.bags import (CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, CUSTOM_DATA_CAPTURE,
                              DEFAULT_GT_TOPIC, IMAGE_TYPE, TF_TYPE, TYPESTORE)
 from nvs_ros.io.errors import BagError
@@ -138,7 +138,7 @@ def camera_info_message(K_33: np.ndarray, width: int, height: int, stamp_ns: int
 def tf_message(T_parent_child_44: np.ndarray, stamp_ns: int, parent: str, child: str) -> Any:
     """tf2_msgs/TFMessage with one transform parent -> child (maps child points into parent)."""
     T_44 = np.asarray(T_parent_child_44, dtype=np.float64)
-    x, y, z, w = Rotation.from_matrix(T_44[:3, :3]).as_quat(canonical=True)
+    x, y, z, w = quaternion_xyzw(T_44[:3, :3])
     transform = _T["geometry_msgs/msg/Transform"](
         translation=_T["geometry_msgs/msg/Vector3"](x=T_44[0, 3], y=T_44[1, 3], z=T_44[2, 3]),
         rotation=_T["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w))

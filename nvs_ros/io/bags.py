@@ -31,9 +31,9 @@ from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
-from scipy.spatial.transform import Rotation
 
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices
+from nvs_ros.core.rotations import rotation_matrix
 from nvs_ros.io.errors import BagError
 from nvs_ros.io.image_decoding import ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8
 from nvs_ros.io.image_files import downscale, rescale_intrinsics
@@ -475,7 +475,7 @@ def transform_to_matrix(transform: Any) -> np.ndarray:
     """geometry_msgs/Transform (rosbags or rclpy) -> 4x4 float64 (quaternion normalised)."""
     t, q = transform.translation, transform.rotation
     T_44 = np.eye(4)
-    T_44[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+    T_44[:3, :3] = rotation_matrix([q.x, q.y, q.z, q.w])
     T_44[:3, 3] = [t.x, t.y, t.z]
     return T_44
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from nvs_ros import __version__
 from nvs_ros.core.camera_estimates import CameraEstimates
+from nvs_ros.core.rotations import quaternion_xyzw
 from nvs_ros.io.errors import OutputFolderError
 
 POSES_FORMAT = "nvs_ros.poses/1"
@@ -120,7 +120,7 @@ def poses_to_tum(estimates: CameraEstimates) -> str:
     for i in np.flatnonzero(estimates.registered_N):
         c2w = estimates.c2w_N44[i]
         stamp = float(estimates.stamps_N[i]) if estimates.stamps_N is not None else float(i)
-        quat_xyzw = Rotation.from_matrix(c2w[:3, :3]).as_quat()
+        quat_xyzw = quaternion_xyzw(c2w[:3, :3])
         values = [stamp, *c2w[:3, 3], *quat_xyzw]
         lines.append(" ".join(f"{v:.9f}" for v in values))
     return "\n".join(lines) + "\n"

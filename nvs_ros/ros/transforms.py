@@ -9,7 +9,8 @@ geometry_msgs, unit length, with w >= 0. Matrices are float64.
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, Quaternion, Transform, TransformStamped, Vector3
-from scipy.spatial.transform import Rotation
+
+from nvs_ros.core.rotations import quaternion_xyzw, rotation_matrix
 
 _NS_PER_S = 1_000_000_000
 _INT32_MAX = 2**31 - 1
@@ -100,17 +101,14 @@ def _check_rigid(T_44: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _quaternion_xyzw(R_33: np.ndarray) -> tuple[float, float, float, float]:
-    # canonical=True picks w >= 0, so the same rotation always gives the same message.
-    x, y, z, w = Rotation.from_matrix(R_33).as_quat(canonical=True)
+    x, y, z, w = quaternion_xyzw(R_33)
     return float(x), float(y), float(z), float(w)
 
 
 def _matrix(t_3: list[float], q_xyzw: list[float]) -> np.ndarray:
-    q_xyzw = np.asarray(q_xyzw, dtype=np.float64)
-    norm = np.linalg.norm(q_xyzw)
-    if not np.all(np.isfinite(t_3)) or not np.isfinite(norm) or norm < 1e-9:
-        raise ValueError(f"invalid transform: translation {t_3}, quaternion (x, y, z, w) {q_xyzw}")
+    if not np.all(np.isfinite(t_3)):
+        raise ValueError(f"invalid transform: translation {t_3}")
     T_44 = np.eye(4)
-    T_44[:3, :3] = Rotation.from_quat(q_xyzw / norm).as_matrix()
+    T_44[:3, :3] = rotation_matrix(q_xyzw)
     T_44[:3, 3] = t_3
     return T_44
