@@ -57,10 +57,10 @@ class SelfCheckConfig:
     """The kept start wins clearly when its error is below this share of every other start's
     (measured: right tiny rings 0.09, wrong ones 0.98-1.00; the demo's ring 0.60-0.85 right,
     0.72 wrong)."""
-    confident_gain_db: float = 15.0
-    """A finished fit this many dB better than the mean image confirms the basin on its own
-    (measured on the demo's ring: right runs 16.5-16.9 dB, a wrong one 10.1; a tiny ring's
-    right runs reach only 11.3-11.7, where the race decides)."""
+    confident_gain_db: float = 14.5
+    """A finished fit this many dB better than the mean image confirms the basin on its own. Set
+    between the demo's right and wrong runs (bench/README.md, robustness.py), with little margin
+    on either side; a tiny ring's right runs stay far below it, and there the race decides."""
     max_residual_ratio: float = 5.0
     """A view whose full-image MSE is above this many times the median view's is not supported."""
     min_supported: float = 0.8
