@@ -1,4 +1,3 @@
-import time
 from pathlib import Path
 
 import numpy as np
@@ -93,18 +92,11 @@ def test_with_poses_motion_decides_novelty(ring):
     assert selector.consider(6, ring.images_NHW3[6], c2w[6]).accepted      # 45 degrees away
 
 
-def test_thumbnail_is_normalised_and_the_check_is_fast_at_640x480():
+def test_thumbnail_is_normalised():
     image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     thumb = gray_thumbnail(image, 32)
     assert thumb.shape == (24, 32)
     assert abs(thumb.mean()) < 1e-5 and np.linalg.norm(thumb) == pytest.approx(1.0, abs=1e-5)
-    selector = KeyframeSelector()
-    selector.consider(0, image)
-    start = time.perf_counter()
-    for i in range(20):
-        selector.consider(i + 1, image)
-    per_frame_s = (time.perf_counter() - start) / 20
-    assert per_frame_s < 0.05  # loose bound; bench/node.py measures the real cost
 
 
 def test_buffer_keeps_accepted_frames_at_working_resolution_with_scaled_intrinsics(ring):
