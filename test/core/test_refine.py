@@ -157,7 +157,9 @@ def test_a_training_view_registers_where_the_scene_put_it(scene: Scene, views) -
     registration = scene.register(np.stack([_image(scene, i) for i in index]), scene.K_N33[index])
     errors = _angle_between(registration.c2w_B44, torch.from_numpy(scene.c2w_N44[index]).float())
     assert (errors < 5.0).all(), errors
-    assert registration.accepted_B.all() and (registration.confidence_B > 0.9).all()
+    # confidences measured above 0.9 (torch's and MKL's default kernels; ATEN_CPU_CAPABILITY=default
+    # with MKL's AVX kernels: 1.0 and 0.895); accepted takes 0.5
+    assert registration.accepted_B.all() and (registration.confidence_B > 0.8).all()
 
 
 def test_a_prior_pose_races_with_the_candidates_and_wins_only_where_it_fits(scene: Scene) -> None:
