@@ -101,7 +101,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
 
     return {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "dataset": source, "size": args.size, "views": args.views, "node_parameters": args.param,
-            "player_returncode": player.returncode, "first_tf_after_s": after_start("tf"),
+            "player_returncode": player.returncode, "player_log": player.stderr.read()[-2000:], "first_tf_after_s": after_start("tf"),
             "first_cloud_after_s": after_start("cloud"), "saved": saved_ok,
             "diagnostics": {key: status.get(key) for key in ["frames_received", "frames_accepted", "keyframes",
                                                              "posed_keyframes", "rounds", "verdict", "tf_withheld",
