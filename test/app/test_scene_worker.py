@@ -1,5 +1,6 @@
 """The scene worker with a real (tiny) LiveScene, in process (no DDS): queueing, requests, products."""
 
+import json
 import time
 from pathlib import Path
 
@@ -130,6 +131,8 @@ def test_renders_tracking_and_saves_are_answered_during_a_full_round(scene, tmp_
         # answered while the second round still runs (a wall-clock bound would measure the CPU's load)
         assert worker.stats.status.rounds == 1
         assert "poses.json" in summary and (tmp_path / "saved" / "scene.pt").is_file()
+        verdict = json.loads((tmp_path / "saved" / "run.json").read_text())["verdict"]
+        assert verdict["status"] in ("converged", "unconfirmed", "unconverged") and isinstance(verdict["trusted"], bool)
         products = worker.take_products()
         assert products.rendered.stamp_ns == 7 and products.tracked.stamp_ns == 8
         assert wait_until(lambda: worker.stats.status.rounds == 2)
