@@ -264,9 +264,11 @@ def test_odometry_fixes_the_map_in_metres_and_map_to_odom(room, bag, tmp_path, r
         newest = max(path.poses, key=stamp_of)
         i = round((newest.header.stamp.sec * 10**9 + newest.header.stamp.nanosec - DEFAULT_START_NS) * RATE_HZ / 1e9)
         # map -> odom -> base_link -> camera puts the camera at the newest keyframe's pose in the map.
+        # The scene holds poses in float32 (eps 1.2e-7 relative, on translations of ~5 m, through
+        # three products): 1.5e-6 was seen on a clean clone, so 1e-5 (10 microns) is the bound.
         T_map_odom = transform_to_matrix(tf)
         np.testing.assert_allclose(T_map_odom @ T_odom_base_N44[i] @ T_base_camera, pose_to_matrix(newest.pose),
-                                   atol=1e-6)
+                                   atol=1e-5)
         # The map is odometry's frame in metres: map -> odom only corrects it a little (poses in
         # the scene's own scale, 2.5 times smaller, would move the camera by metres).
         assert np.linalg.norm(T_map_odom[:3, 3]) < 0.15 * radius, (T_map_odom, radius)
