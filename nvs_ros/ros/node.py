@@ -46,6 +46,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path as PathMsg
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
@@ -240,7 +241,10 @@ class NvsNode(Node):
                            for name in ("latest_view", "latest_view_depth", "rendered_image", "rendered_depth")}
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._products_ready = self.create_guard_condition(self._publish_products)
-        self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
+        # /diagnostics on the steady clock: with use_sim_time a replay's /clock stops with the bag,
+        # and the status (frames taken in, rounds, the verdict) must go on after it.
+        self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.create_timer(self.config.tf_period_s, self._resend_tf)
         # Services wait for the worker: their own group lets the executor's other thread keep
         # taking images meanwhile.

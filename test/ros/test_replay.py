@@ -44,12 +44,14 @@ class RunningNode:
         self.listener = Node("diagnostics_listener", context=context)
         self.spin_until = spin_until
         self.status: dict[str, str] = {}
+        self.statuses = 0
         self.listener.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
             if status.name.endswith("camera input"):
                 self.status = {kv.key: kv.value for kv in status.values}
+                self.statuses += 1
 
     def wait_for(self, predicate, what: str) -> None:
         assert self.spin_until(self.listener, lambda: predicate(self.status), TIMEOUT_S), \
@@ -121,5 +123,9 @@ def test_latency_is_in_the_clock_of_the_stamps_or_unknown(bag, rclpy_context, sp
         else:
             assert np.isnan(latency_s) and "use_sim_time:=true" in node.status["latency_note"], node.status
             assert node.status["clock"] == "system time"
+        # The bag's clock stands once it is played: the status goes on all the same (a timer on
+        # the node's clock would stop with /clock and leave a replay's last figures unsaid).
+        seen = node.statuses
+        node.wait_for(lambda s: node.statuses >= seen + 3, "three more statuses after the bag ended")
     finally:
         node.close()
