@@ -1,15 +1,16 @@
 """A recording replayed once into a fresh node, as a user does it: how long to the first map TF
 and RGB cloud, and how well the node's keyframes are posed.
 
-    .venv/bin/python bench/replay.py                                     # the temple ring, 128 px
+    .venv/bin/python bench/replay.py                                     # the temple ring, 640x480
     .venv/bin/python bench/replay.py --dataset bundled --size 128 --views 24 --timeout 600
 
 Writes the dataset as a bag (`nvs-ros bag-from`), starts nvs_node in its own process from
 config/nvs.yaml with `reliable_qos:=true use_sim_time:=true`, plays the bag once with
 `nvs-ros play` (which waits for the node's subscriptions), and listens for the first TF out of
-`map` and the first non-empty point cloud. Once the cloud is there (or at the timeout) it
-calls ~/save and scores the saved keyframe poses against the bag's ground truth (matched by
-stamp). Prints a table and writes bench/results/replay/<dataset>.json.
+`map`, the first non-empty point cloud and, on /diagnostics, the moment every keyframe of the
+replay is posed by a trusted round. Then (or at the timeout) it calls ~/save and scores the saved
+keyframe poses against the bag's ground truth (matched by stamp). Prints a table and writes
+bench/results/replay/<dataset>.json, with the end of the node's log.
 """
 
 import argparse
@@ -58,12 +59,13 @@ def score_by_stamp(saved: Path, bag: Path) -> dict:
 def run(args: argparse.Namespace, work: Path) -> dict:
     source = args.dataset if args.dataset.startswith("bundled") else str(DATA / args.dataset)
     bag, saved = work / "bag", work / "saved"
-    subprocess.run([*NVS_ROS, "bag-from", source, str(bag), "--size", str(args.size),
+    subprocess.run([*NVS_ROS, "bag-from", source, str(bag), *(["--size", str(args.size)] if args.size else []),
                     *(["--views", str(args.views)] if args.views else [])], check=True, capture_output=True)
+    node_log = (work / "node.log").open("w")
     node = subprocess.Popen([str(Path(sys.executable).with_name("nvs_node")), "--ros-args", "--params-file",
                              str(ROOT / "config" / "nvs.yaml"), "-p", "reliable_qos:=true", "-p", "use_sim_time:=true",
                              "-p", f"output_folder:={saved}", *[a for p in args.param for a in ("-p", p)]],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=node_log, stderr=subprocess.STDOUT)
     rclpy.init()
     listener = rclpy.create_node("nvs_replay_bench")
     status: dict[str, str] = {}
@@ -78,8 +80,11 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     player = subprocess.Popen([*NVS_ROS, "play", str(bag)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     start = time.monotonic()
     try:
-        while "cloud" not in firsts and time.monotonic() < start + args.timeout:
+        while "all_posed" not in firsts and time.monotonic() < start + args.timeout:
             rclpy.spin_once(listener, timeout_sec=0.2)
+            if "tf" in firsts and player.poll() is not None and status.get("tf_withheld") == "" and status.get("keyframe_queue") == "0" \
+                    and status.get("frames_queued") == "0" and status.get("posed_keyframes") == status.get("keyframes"):
+                firsts.setdefault("all_posed", time.monotonic())
         saved_ok = False
         if save.wait_for_service(timeout_sec=10):
             future = save.call_async(Trigger.Request())
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
             node.kill()
         listener.destroy_node()
         rclpy.shutdown()
+        node_log.close()
     metrics = score_by_stamp(saved, bag) if saved_ok else {}
 
     def after_start(key: str) -> float | None:
@@ -102,21 +108,25 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     return {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "dataset": source, "size": args.size, "views": args.views, "node_parameters": args.param,
             "player_returncode": player.returncode, "player_log": player.stderr.read()[-2000:], "first_tf_after_s": after_start("tf"),
-            "first_cloud_after_s": after_start("cloud"), "saved": saved_ok,
+            "first_cloud_after_s": after_start("cloud"), "all_posed_after_s": after_start("all_posed"),
+            "saved": saved_ok,
             "diagnostics": {key: status.get(key) for key in ["frames_received", "frames_accepted", "keyframes",
-                                                             "posed_keyframes", "rounds", "verdict", "tf_withheld",
+                                                             "posed_keyframes", "rounds", "pose_start", "verdict",
+                                                             "verdict_reasons", "tf_withheld",
                                                              "latency_s", "clock", "frames_dropped_queue_full"]},
             "metrics": {key: metrics.get(key) for key in ["num_images", "registered", "RRA@5", "RRA@15", "CCA@0.1",
-                                                          "median_rotation_error_deg"]}}
+                                                          "median_rotation_error_deg"]},
+            "node_log": (work / "node.log").read_text()[-3000:]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="middlebury_temple_ring",
                         help="a folder of ../shared/data, or bundled[:...] (default: the temple ring)")
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--size", type=int, default=None, help="longer image side of the bag (default: as stored)")
     parser.add_argument("--views", type=int, default=None)
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the first cloud")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds to wait for every keyframe to be posed by a trusted round")
     parser.add_argument("-p", "--param", action="append", default=[], help="a node parameter, name:=value")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nvs_replay_") as work:
@@ -124,7 +134,7 @@ def main() -> None:
     name = Path(row["dataset"]).name.replace(":", "_")
     write_json(RESULTS / f"{name}.json", row)
     table = Table(title=f"{row['dataset']} replayed once into nvs_node ({row['date']}, {row['machine']})")
-    for column in ["first TF (s)", "first cloud (s)", "frames", "keyframes", "posed", "registered",
+    for column in ["first TF (s)", "first cloud (s)", "all posed (s)", "frames", "keyframes", "posed", "registered",
                    "RRA@15", "CCA@0.1", "verdict"]:
         table.add_column(column, justify="right")
     d, m = row["diagnostics"], row["metrics"]
@@ -132,7 +142,8 @@ def main() -> None:
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.0f}%"
 
-    table.add_row(str(row["first_tf_after_s"]), str(row["first_cloud_after_s"]), str(d["frames_received"]),
+    table.add_row(str(row["first_tf_after_s"]), str(row["first_cloud_after_s"]), str(row["all_posed_after_s"]),
+                  str(d["frames_received"]),
                   str(d["keyframes"]), str(d["posed_keyframes"]),
                   f"{m['registered']}/{m['num_images']}" if m["num_images"] else "-",
                   pct(m["RRA@15"]), pct(m["CCA@0.1"]), str(d["verdict"]))

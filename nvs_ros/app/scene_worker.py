@@ -53,6 +53,8 @@ class QueuedKeyframe:
     prior_c2w_44: np.ndarray | None = None
     """Camera-to-odom at the frame's stamp (OpenCV optical axes, metres) when TF had it: the
     scene's products then come out in the odometry frame and metres."""
+    features_HW3: np.ndarray | None = None
+    """The frame at the feature chain's resolution, where rounds may start from chained features."""
 
 
 @dataclass(frozen=True)
@@ -346,7 +348,7 @@ class SceneWorker:
             if keyframe.generation != self._generation:
                 continue
             self._scene.add_keyframe(keyframe.image_HW3, keyframe.K_33, keyframe.stamp_ns, keyframe.name,
-                                     keyframe.prior_c2w_44)
+                                     keyframe.prior_c2w_44, keyframe.features_HW3)
             self.stats.keyframes_added += 1
 
     def _produce(self, status: LiveStatus) -> None:

@@ -10,7 +10,8 @@ What the ROS node's worker calls (one thread owns a LiveScene; it is not thread-
    pose distribution, re-assignment, refinement), `round_budget_s` long. Its poses start from
    the keyframes' priors where most have one, else from chained features where the scene was
    given a chain and it places most of them (the field then learns around those poses), else
-   they are learnt from the images.
+   they are learnt from the images; a first round whose chain places too few waits while
+   keyframes still come (`waiting_for`).
 3. Afterwards each `train(seconds)` registers the keyframes that arrived since (one encoder
    pass + direct alignment, core.refine), adds the accepted ones to the scene, and continues
    training field and poses together for `seconds` (core.refine.JointRefinement). Frames that
@@ -165,6 +166,8 @@ class _Keyframe:
     image_HW3: np.ndarray
     K_33: np.ndarray
     prior_c2w_44: np.ndarray | None
+    features_HW3: np.ndarray | None = None
+    """The frame at the feature chain's resolution (None: not kept)."""
 
 
 class LiveScene:
@@ -192,6 +195,8 @@ class LiveScene:
         self._step = 0
         self._loss: float | None = None
         self._pose_start: str | None = None
+        self._chain_tried: tuple[tuple[str, ...], np.ndarray | None] | None = None
+        """The keyframes' names the feature chain last ran on, and what it gave."""
         self._verdict: Verdict | None = None
         self._alignment: PriorAlignment | None = None
         """Scene gauge -> the priors' frame, fitted to the current poses (None: no priors fix it)."""
@@ -202,10 +207,12 @@ class LiveScene:
     # ------------------------------------------------------------------ input
 
     def add_keyframe(self, image_HW3: np.ndarray, K_33: np.ndarray, stamp_ns: int, name: str,
-                     prior_c2w_44: np.ndarray | None = None) -> None:
+                     prior_c2w_44: np.ndarray | None = None, features_HW3: np.ndarray | None = None) -> None:
         """A keyframe (uint8 RGB, intrinsics at its size), optionally with its camera pose from
-        the prior source (camera-to-odom, OpenCV optical axes, metric). Keyframes are kept at the
-        first one's size: later ones of another size are resized to it."""
+        the prior source (camera-to-odom, OpenCV optical axes, metric) and the same frame at a
+        higher resolution for the feature chain (the working size starves it: the temple ring's
+        16 views chain at 640 px and not at 128). Keyframes are kept at the first one's size:
+        later ones of another size are resized to it."""
         image_HW3 = np.ascontiguousarray(image_HW3, dtype=np.uint8)
         if image_HW3.ndim != 3 or image_HW3.shape[2] != 3 or min(image_HW3.shape[:2]) < 2:
             raise InputError(f"a keyframe must be an (H, W, 3) image, got {image_HW3.shape}")
@@ -220,7 +227,10 @@ class LiveScene:
                 sh, sw = image_HW3.shape[:2]
                 K_33 = scale_intrinsics(K_33, w / sw, h / sh)
                 image_HW3 = resize_images(image_HW3[None], h, w)[0]
-        self._keyframes.append(_Keyframe(name, int(stamp_ns), image_HW3, K_33, prior_c2w_44))
+            first_features = self._keyframes[0].features_HW3
+            if features_HW3 is not None and first_features is not None and features_HW3.shape != first_features.shape:
+                features_HW3 = resize_images(features_HW3[None], *first_features.shape[:2])[0]
+        self._keyframes.append(_Keyframe(name, int(stamp_ns), image_HW3, K_33, prior_c2w_44, features_HW3))
         self._last_keyframe_at = time.monotonic()
         while len(self._keyframes) > self.config.max_keyframes:
             self._forget(self._most_redundant())
@@ -260,8 +270,10 @@ class LiveScene:
     def waiting_for(self) -> str:
         """What the first round waits for, in words; empty when it may start (or has)."""
         count, config = len(self._keyframes), self.config
-        if self.ready or count >= config.min_keyframes:
+        if self.ready:
             return ""
+        if count >= config.min_keyframes:
+            return self._waiting_for_the_chain()
         wait = f"{config.min_keyframes - count} more keyframe(s) ({config.min_keyframes})"
         if config.idle_round_s is None:
             return wait
@@ -269,8 +281,25 @@ class LiveScene:
             return f"{wait}, or {config.min_round_keyframes - count} more and {config.idle_round_s:g} s without a new one"
         idle_s = time.monotonic() - self._last_keyframe_at
         if idle_s >= config.idle_round_s:
-            return ""
+            return self._waiting_for_the_chain()
         return f"{wait}, or {config.idle_round_s - idle_s:.1f} s more without a new one"
+
+    def _waiting_for_the_chain(self) -> str:
+        """A first round whose feature chain placed too few of the keyframes would learn the poses
+        from the images; while keyframes still come it waits for more instead: until
+        `regrow_factor` times `min_keyframes` are in (when a new round would start anyway) or
+        `idle_round_s` passes without a new one. Half a ring does not chain where the whole ring
+        does (the temple replayed: none of its first 8 keyframes, 15 of 15)."""
+        config, tried = self.config, self._chain_tried
+        names = tuple(k.name for k in self._keyframes)
+        if config.idle_round_s is None or tried is None or tried[0] != names or tried[1] is not None:
+            return ""
+        enough = math.ceil(config.regrow_factor * config.min_keyframes)
+        idle_s = time.monotonic() - self._last_keyframe_at
+        if len(names) >= enough or idle_s >= config.idle_round_s:
+            return ""
+        return (f"{enough - len(names)} more keyframe(s): the feature chain placed too few of {len(names)}; "
+                f"or {config.idle_round_s - idle_s:.1f} s more without a new one")
 
     def status(self) -> LiveStatus:
         alignment = self._alignment
@@ -292,6 +321,9 @@ class LiveScene:
         `between_steps` is called after every step of a full round: until the round ends, this
         object still holds the previous round's scene, untouched, so the caller may read
         products from it (render, save); it must not add keyframes or reset."""
+        if self._scene is None and not self.waiting_for() and self._chained_poses is not None \
+                and self._usable_priors() is None:
+            self._chain()  # a chain that places too few makes the first round wait while keyframes come
         if not self.training_due():
             return self.status()
         if self._scene is None or len(self._keyframes) >= self.config.regrow_factor * self._keyframes_at_last_round:
@@ -313,7 +345,7 @@ class LiveScene:
         keyframes = ImageSet(names=[k.name for k in self._keyframes],
                              images_NHW3=np.stack([k.image_HW3 for k in self._keyframes]),
                              K_N33=np.stack([k.K_33 for k in self._keyframes]), capture="360", source="live")
-        initial_c2w_N44, self._pose_start = self._initial_poses(keyframes)
+        initial_c2w_N44, self._pose_start = self._initial_poses()
         posed = list(range(len(keyframes)))
         if self._pose_start == "features":
             # Keyframes the chain could not place wait to be registered, as later ones do: the
@@ -349,13 +381,29 @@ class LiveScene:
                 priors_N44[row] = self._keyframes[i].prior_c2w_44
         return priors_N44
 
-    def _initial_poses(self, image_set: ImageSet) -> tuple[np.ndarray | None, str]:
+    def _initial_poses(self) -> tuple[np.ndarray | None, str]:
         """The poses a full round starts from (None: learn them) and where they come from."""
         priors_N44 = self._usable_priors()
         if priors_N44 is not None:
             return priors_N44, PRIOR_SOURCE
-        chained_N44 = None if self._chained_poses is None else self._chained_poses(image_set)
+        chained_N44 = None if self._chained_poses is None else self._chain()
         return (chained_N44, "features") if chained_N44 is not None else (None, "learnt")
+
+    def _chain(self) -> np.ndarray | None:
+        """The feature chain's poses of the keyframes now in (None: it places too few), run once
+        per set of keyframes, at the chain's resolution where every keyframe came with one."""
+        names = tuple(k.name for k in self._keyframes)
+        if self._chain_tried is None or self._chain_tried[0] != names:
+            K_N33 = np.stack([k.K_33 for k in self._keyframes])
+            if all(k.features_HW3 is not None for k in self._keyframes):
+                images_NHW3 = np.stack([k.features_HW3 for k in self._keyframes])
+                (h, w), (fh, fw) = self._keyframes[0].image_HW3.shape[:2], images_NHW3.shape[1:3]
+                K_N33 = scale_intrinsics(K_N33, fw / w, fh / h)
+            else:
+                images_NHW3 = np.stack([k.image_HW3 for k in self._keyframes])
+            keyframes = ImageSet(names=list(names), images_NHW3=images_NHW3, K_N33=K_N33, capture="360", source="live")
+            self._chain_tried = (names, self._chained_poses(keyframes))
+        return self._chain_tried[1]
 
     def _usable_priors(self) -> np.ndarray | None:
         """The keyframes' priors, or None: too few keyframes have one, or their centres do not

@@ -62,6 +62,7 @@ from nvs_ros.core.cameras import intrinsics_matrix
 from nvs_ros.core.keyframes import KeyframeBuffer, KeyframeConfig
 from nvs_ros.core.live_scene import PRIOR_SOURCE, KeyframePoses, LiveSceneConfig
 from nvs_ros.core.self_check import CONVERGED
+from nvs_ros.io.datasets import FEATURE_MAX_SIDE
 from nvs_ros.io.image_files import downscale, rescale_intrinsics
 from nvs_ros.ros.image_conversion import (ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8,
                                           numpy_to_image_msg)
@@ -331,8 +332,12 @@ class NvsNode(Node):
         decision = self.keyframes.offer(self.stats.accepted, stamp_ns, small_HW3, small_K_33)
         if decision.accepted:
             name = f"frame_{self.stats.accepted:06d}"
+            # The feature chain needs more pixels than the engine: where rounds may start from it,
+            # the keyframe goes along at the chain's resolution too.
+            features_HW3 = downscale(rgb_HW3, FEATURE_MAX_SIDE) if self.config.initial_poses == "auto" else None
             self.worker.offer_keyframe(QueuedKeyframe(small_HW3, small_K_33, stamp_ns, name,
-                                                      self._keyframes_generation, self._odometry_prior(stamp_ns)))
+                                                      self._keyframes_generation, self._odometry_prior(stamp_ns),
+                                                      features_HW3))
         if self._tracking_due(stamp_ns):
             # Only a hand-over here: the worker registers it (the callback stays cheap).
             self.worker.request_tracking(TrackRequest(small_HW3, small_K_33, stamp_ns, self._odometry_pose(stamp_ns)))
