@@ -21,11 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rich.console import Console
@@ -34,26 +32,14 @@ from sensor_msgs.msg import PointCloud2
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from nvs_ros.io.bags import read_bag
-from nvs_ros.io.evaluation import score_estimates
-from nvs_ros.io.output_folder import read_poses, write_json
+from nvs_ros.io.evaluation import score_against_bag
+from nvs_ros.io.output_folder import write_json
 from nvs_ros.ros.qos import LATCHED_QOS, TF_LISTENER_QOS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NVS_ROS_DATA", ROOT / "../shared/data"))
 RESULTS = ROOT / "bench" / "results" / "replay"
 NVS_ROS = [sys.executable, "-m", "nvs_ros.cli"]
-
-
-def score_by_stamp(saved: Path, bag: Path) -> dict:
-    """The node's saved keyframe poses (named by the node) scored against the bag's ground truth,
-    each matched to the bag image with its stamp."""
-    frames = read_bag(bag)
-    estimates = read_poses(saved)
-    stamps_N = np.round(np.asarray(estimates.stamps_N) * 1e9).astype(np.int64)
-    nearest_N = np.abs(stamps_N[:, None] - frames.stamps_ns[None]).argmin(axis=1)
-    names = [frames.image_set.names[i] for i in nearest_N]
-    return score_estimates(replace(estimates, names=names), frames.image_set)
 
 
 def run(args: argparse.Namespace, work: Path) -> dict:
@@ -100,7 +86,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         listener.destroy_node()
         rclpy.shutdown()
         node_log.close()
-    metrics = score_by_stamp(saved, bag) if saved_ok else {}
+    metrics = score_against_bag(saved, bag) if saved_ok else {}
 
     def after_start(key: str) -> float | None:
         return round(firsts[key] - start, 1) if key in firsts else None

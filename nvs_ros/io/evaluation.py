@@ -1,6 +1,8 @@
-"""Score any output folder against a dataset's ground truth, matching images by name."""
+"""Score any output folder against a dataset's ground truth, matching images by name (or, for a
+node's saved keyframes, the bag's images by stamp)."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,7 @@ import numpy as np
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.metrics import evaluate_poses
+from nvs_ros.io.bags import read_bag
 from nvs_ros.io.errors import OutputFolderError
 from nvs_ros.io.output_folder import read_poses, write_json
 
@@ -47,3 +50,14 @@ def write_metrics(out_dir: Path, estimates: CameraEstimates, ground_truth: Image
 def evaluate_output_folder(out_dir: Path, ground_truth: ImageSet) -> dict:
     """Score `out_dir/poses.json` and write `out_dir/metrics.json`; returns the metrics."""
     return write_metrics(out_dir, read_poses(out_dir), ground_truth)
+
+
+def score_against_bag(out_dir: Path, bag: Path) -> dict:
+    """The poses a node saved (`~/save`: keyframes named by the node, stamped) scored against
+    the ground truth of the bag it was fed, each matched to the bag image nearest its stamp."""
+    frames = read_bag(bag)
+    estimates = read_poses(out_dir)
+    stamps_N = np.round(np.asarray(estimates.stamps_N) * 1e9).astype(np.int64)
+    nearest_N = np.abs(stamps_N[:, None] - frames.stamps_ns[None]).argmin(axis=1)
+    names = [frames.image_set.names[i] for i in nearest_N]
+    return score_estimates(replace(estimates, names=names), frames.image_set)
