@@ -23,6 +23,7 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import asdict
 
 import rclpy
+import rclpy.logging
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
@@ -37,6 +38,7 @@ from tf2_msgs.msg import TFMessage
 from nvs_ros.app.frame_intake import FrameIntake
 from nvs_ros.app.scene_worker import RenderRequest, SceneWorker
 from nvs_ros.baselines.feature_chaining import chained_keyframe_poses
+from nvs_ros.core.errors import NvsError
 from nvs_ros.core.live_scene import LiveSceneConfig
 from nvs_ros.ros import WARNING_PERIOD_S
 from nvs_ros.ros.camera_input import CameraInput
@@ -53,6 +55,10 @@ from nvs_ros.ros.transforms import pose_to_matrix, stamp_to_ns
 RCLError = rclpy_implementation.RCLError
 SERVICE_SLACK_S = 120.0
 """A service waits for the worker at most one training round + one slice + this."""
+EXIT_ERROR = 1
+"""A mistake the user can correct (nvs_ros.core.errors.NvsError) stopped the start: one log line."""
+EXIT_PARAMETER = 2
+"""A parameter has a wrong type or value (ParameterError; argparse's code for a bad argument)."""
 
 
 class NvsNode(Node):
@@ -197,7 +203,12 @@ def _forward_logs(node: Node) -> None:
 def main(args: list[str] | None = None) -> int:
     try:
         with rclpy.init(args=args):
-            node = NvsNode()
+            try:
+                node = NvsNode()
+            except NvsError as err:
+                # A mistake the user can correct: its one line, no traceback (anything else is a bug).
+                rclpy.logging.get_logger("nvs_node").error(str(err))
+                return EXIT_PARAMETER if isinstance(err, ParameterError) else EXIT_ERROR
             # Two threads: the services wait for the worker while images keep coming in.
             executor = MultiThreadedExecutor(num_threads=2)
             executor.add_node(node)
@@ -210,9 +221,6 @@ def main(args: list[str] | None = None) -> int:
                     raise
             finally:
                 node.destroy_node()
-    except ParameterError as err:
-        print(f"nvs_node: error: {err}", file=sys.stderr)
-        return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     return 0

@@ -10,11 +10,14 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
+from nvs_ros.core.errors import InputError
 from nvs_ros.core.keyframes import KeyframeConfig
 from nvs_ros.core.live_scene import LiveSceneConfig
+from nvs_ros.io.errors import OutputFolderError
+from nvs_ros.io.output_folder import check_writable
 
 
-class ParameterError(ValueError):
+class ParameterError(InputError):
     """A parameter has a wrong type or value; the message names it and what is expected."""
 
 
@@ -82,7 +85,8 @@ class NodeConfig:
                                   "often, by image stamps; accepted poses go out on ~/tracked_pose and /tf. "
                                   "0 disables tracking: /tf carries keyframe poses only [Hz]", (0.0, 100.0))
     output_folder: str = _param("~/.ros/nvs_ros", "Where ~/save writes poses.json, poses_tum.txt, run.json, "
-                                "cloud.ply and the scene checkpoint")
+                                "cloud.ply and the scene checkpoint; checked at start-up: a folder the node "
+                                "may write, or may create")
 
     @property
     def has_fallback_intrinsics(self) -> bool:
@@ -144,7 +148,7 @@ def _descriptor(metadata: dict) -> ParameterDescriptor:
 
 def declare_node_config(node: Node) -> NodeConfig:
     """Declare every parameter on `node` and return their values; ParameterError on bad input
-    (a device torch cannot use included)."""
+    (a device torch cannot use and an output folder that cannot be written included)."""
     values = {}
     for spec in fields(NodeConfig):
         try:
@@ -160,6 +164,10 @@ def declare_node_config(node: Node) -> NodeConfig:
         values[spec.name] = value
     config = NodeConfig(**values)
     _check_device(config.device)
+    try:
+        check_writable(config.output_path)
+    except OutputFolderError as err:
+        raise ParameterError(f"parameter 'output_folder' is {config.output_folder!r}: {err}") from err
     return config
 
 
