@@ -12,7 +12,7 @@ class DatasetError(NvsIOError):
 
 
 class OutputFolderError(NvsIOError):
-    """An output folder is missing files or holds malformed ones."""
+    """An output folder is missing files, holds malformed ones, or cannot be written."""
 
 
 class BagError(NvsIOError):

@@ -42,6 +42,18 @@ def write_atomic(path: Path, content: str | bytes) -> None:
         raise
 
 
+def check_writable(folder: Path) -> None:
+    """OutputFolderError unless `folder` is, or could be created as, a folder this process may
+    write; nothing is created (a node checks its output folder at start-up, not at the first
+    save minutes later)."""
+    folder = Path(folder)
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise OutputFolderError(f"{existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputFolderError(f"{existing} is not writable")
+
+
 def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, default=_to_jsonable) + "\n")
 

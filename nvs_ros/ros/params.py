@@ -1,14 +1,23 @@
-"""nvs_node's parameters, declared once, with descriptions and ranges (the only reader)."""
+"""nvs_node's parameters, declared once, with descriptions and ranges (the only reader), and
+what they set in the app's and core's configs."""
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+import torch
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
+from nvs_ros.core.errors import InputError
+from nvs_ros.core.keyframes import KeyframeConfig
+from nvs_ros.core.live_scene import LiveSceneConfig
+from nvs_ros.io.errors import OutputFolderError
+from nvs_ros.io.output_folder import check_writable
 
-class ParameterError(ValueError):
+
+class ParameterError(InputError):
     """A parameter has a wrong type or value; the message names it and what is expected."""
 
 
@@ -76,11 +85,25 @@ class NodeConfig:
                                   "often, by image stamps; accepted poses go out on ~/tracked_pose and /tf. "
                                   "0 disables tracking: /tf carries keyframe poses only [Hz]", (0.0, 100.0))
     output_folder: str = _param("~/.ros/nvs_ros", "Where ~/save writes poses.json, poses_tum.txt, run.json, "
-                                "cloud.ply and the scene checkpoint")
+                                "cloud.ply and the scene checkpoint; checked at start-up: a folder the node "
+                                "may write, or may create")
 
     @property
     def has_fallback_intrinsics(self) -> bool:
         return self.fallback_fx > 0 and self.fallback_fy > 0
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.output_folder).expanduser()
+
+    def live_scene_config(self) -> LiveSceneConfig:
+        return LiveSceneConfig(min_keyframes=self.min_keyframes, round_budget_s=self.round_budget_s,
+                               idle_round_s=self.idle_round_s or None, device=self.device, seed=self.seed,
+                               max_keyframes=self.keyframe_capacity)
+
+    def keyframe_config(self) -> KeyframeConfig:
+        return KeyframeConfig(capacity=self.keyframe_capacity, min_novelty=self.keyframe_min_novelty,
+                              min_untracked=self.keyframe_min_untracked, viewpoint_side=self.working_max_side)
 
 
 DOC_BEGIN = "<!-- parameters: generated from nvs_ros/ros/params.py by `python -m nvs_ros.ros.params docs/ros2.md` -->"
@@ -124,7 +147,8 @@ def _descriptor(metadata: dict) -> ParameterDescriptor:
 
 
 def declare_node_config(node: Node) -> NodeConfig:
-    """Declare every parameter on `node` and return their values; ParameterError on bad input."""
+    """Declare every parameter on `node` and return their values; ParameterError on bad input
+    (a device torch cannot use and an output folder that cannot be written included)."""
     values = {}
     for spec in fields(NodeConfig):
         try:
@@ -138,7 +162,24 @@ def declare_node_config(node: Node) -> NodeConfig:
         if choices and value not in choices:
             raise ParameterError(f"parameter '{spec.name}' is {value!r}; expected one of {choices}")
         values[spec.name] = value
-    return NodeConfig(**values)
+    config = NodeConfig(**values)
+    _check_device(config.device)
+    try:
+        check_writable(config.output_path)
+    except OutputFolderError as err:
+        raise ParameterError(f"parameter 'output_folder' is {config.output_folder!r}: {err}") from err
+    return config
+
+
+def _check_device(device: str) -> None:
+    """ParameterError unless torch can use `device` (a typo or a missing GPU fails at start-up,
+    not in the first training round minutes later)."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise ParameterError(f"parameter 'device' is {device!r}: {err}") from err
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"parameter 'device' is {device!r} but torch sees no CUDA device")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
+from nvs_ros.core.errors import InputError  # noqa: E402
+from nvs_ros.ros import node as node_module  # noqa: E402
 from nvs_ros.ros.image_conversion import numpy_to_image_msg, rgb8_to_compressed_msg  # noqa: E402
 from nvs_ros.ros.qos import RELIABLE_IMAGE_QOS  # noqa: E402
 
@@ -157,3 +159,28 @@ def test_unknown_image_transport_is_rejected():
                             capture_output=True, text=True, timeout=TIMEOUT_S)
     assert result.returncode == 2
     assert "'theora'" in result.stderr and "compressed" in result.stderr
+
+
+def test_an_output_folder_that_cannot_be_written_stops_the_start_with_one_error_line(tmp_path):
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("a file where the output folder should go")
+    result = subprocess.run([str(NVS_NODE), "--ros-args", "-p", f"output_folder:={not_a_folder / 'out'}"],
+                            capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, result.stderr
+    assert "parameter 'output_folder'" in errors[0] and f"{not_a_folder} is not a folder" in errors[0]
+
+
+def test_any_mistake_the_user_can_correct_at_start_up_is_one_error_line_and_exit_code_1(monkeypatch, capfd):
+    """Not only parameters: any NvsError raised while the node starts (main in this process)."""
+    def refuse(**kwargs):
+        raise InputError("the scene cannot use this camera")
+
+    monkeypatch.setattr(node_module, "NvsNode", refuse)
+    assert node_module.main(["nvs_node"]) == node_module.EXIT_ERROR == 1
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "the scene cannot use this camera" in errors[0], err

@@ -79,7 +79,7 @@ def test_a_bag_played_once_reaches_the_node_frame_for_frame_even_while_it_is_bus
 
         # Busy: the ingest is held (as a slow frame or the interpreter taken by training would) for
         # the whole replay; the subscription keeps taking frames into the queue meanwhile.
-        with node.node._frame_queue.handling:
+        with node.node.camera.frame_queue.handling:
             play(bag, rclpy_context)
             node.wait_for(lambda s: s.get("frames_received") == str(2 * FRAMES), "the second pass received")
             assert int(node.status["frames_queued"]) >= FRAMES - 1  # the first may be in hand
@@ -92,7 +92,7 @@ def test_a_bag_played_once_reaches_the_node_frame_for_frame_even_while_it_is_bus
 def test_a_full_queue_drops_the_oldest_frames_and_counts_them(bag, rclpy_context, spin_until):
     node = RunningNode(rclpy_context, spin_until, image_queue_size=4)
     try:
-        with node.node._frame_queue.handling:
+        with node.node.camera.frame_queue.handling:
             play(bag, rclpy_context)
             node.wait_for(lambda s: s.get("frames_received") == str(FRAMES), "every frame received")
         node.wait_for(lambda s: s.get("frames_queued") == "0" and int(s["frames_accepted"]) > 0, "the queue drained")
