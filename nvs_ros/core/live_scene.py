@@ -12,8 +12,8 @@ What the ROS node's worker calls (one thread owns a LiveScene; it is not thread-
    given a chain and it places most of them (the field then learns around those poses), else
    they are learnt from the images.
 3. Afterwards each `train(seconds)` registers the keyframes that arrived since (one encoder
-   pass + direct alignment, core.refine), adds the accepted ones to the scene, and continues
-   training field and poses together for `seconds` (core.refine.JointRefinement). Frames that
+   pass + direct alignment, core.registration), adds the accepted ones to the scene, and continues
+   training field and poses together for `seconds` (core.joint_refinement.JointRefinement). Frames that
    do not fit (low confidence) wait and are tried again by the next full round.
 4. When the keyframes have grown by `regrow_factor` since the last full round (or, after a
    chained start, a quarter as many as it had have come and could not be registered), the next
@@ -42,7 +42,7 @@ from nvs_ros.core.errors import InputError, NotReadyError
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices, resize_images
 from nvs_ros.core.pose_prior import PriorAlignment, PriorGate, align_to_prior
 from nvs_ros.core.products import point_cloud
-from nvs_ros.core.refine import JointRefinement
+from nvs_ros.core.joint_refinement import JointRefinement
 from nvs_ros.core.scene import Scene
 from nvs_ros.core.self_check import CONVERGED, UNCONFIRMED, Verdict
 from nvs_ros.core.trainer import reconstruct
