@@ -37,7 +37,7 @@ def test_outlier_correction_reposes_a_flipped_view_and_flags_a_foreign_one(ring_
     (a flip, fixable), one replaced by a frame of another scene (not fixable)."""
     index = [0, 2, 4, 6, 8, 10, 12, 14]
     images = torch.from_numpy(np.stack([training_image(ring_scene, i) for i in index])).float() / 255.0
-    images[5] = torch.from_numpy(load_image_set("bundled", max_side=32, ring_views=1).images_NHW3[0]).float() / 255.0
+    images[5] = torch.from_numpy(load_image_set("bundled", max_side=32, views=1).images_NHW3[0]).float() / 255.0
     K = torch.from_numpy(ring_scene.K_N33[index]).float()
     truth = torch.from_numpy(ring_scene.c2w_N44[index]).float()
     start = truth.clone()
@@ -81,7 +81,7 @@ def test_a_foreign_view_that_passes_the_contrast_is_still_taken_out_by_its_resid
     the flipped view, re-posed, is kept."""
     index = [0, 2, 4, 6, 8, 10, 12, 14]
     images = torch.from_numpy(np.stack([training_image(ring_scene, i) for i in index])).float() / 255.0
-    images[5] = torch.from_numpy(load_image_set("bundled", max_side=32, ring_views=1).images_NHW3[0]).float() / 255.0
+    images[5] = torch.from_numpy(load_image_set("bundled", max_side=32, views=1).images_NHW3[0]).float() / 255.0
     K = torch.from_numpy(ring_scene.K_N33[index]).float()
     start = torch.from_numpy(ring_scene.c2w_N44[index]).float()
     start[2] = torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0])) @ start[2]

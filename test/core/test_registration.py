@@ -59,7 +59,7 @@ def test_new_frames_are_registered_and_a_foreign_one_rejected(ring_scene: Scene,
     errors = rotation_angle_deg(np.swapaxes(aligned[:, :3, :3], 1, 2) @ ring_views.c2w_N44[HELD_OUT, :3, :3])
     assert (errors[accepted] < 35.0).all(), errors  # a wrong anchor or a flip would be 45-180 degrees off
 
-    foreign = load_image_set("bundled", max_side=32, ring_views=2)  # the textured room
+    foreign = load_image_set("bundled", max_side=32, views=2)  # the textured room
     rejected = ring_scene.register(foreign.images_NHW3, foreign.K_N33)
     assert not rejected.accepted_B.any(), rejected.confidence_B
     assert float(rejected.confidence_B.max()) < float(registration.confidence_B[accepted].min())
