@@ -60,7 +60,8 @@ from nvs_ros.baselines.feature_chaining import chained_keyframe_poses
 from nvs_ros.baselines.feature_tracking import CornerTracking
 from nvs_ros.core.cameras import intrinsics_matrix
 from nvs_ros.core.keyframes import KeyframeBuffer, KeyframeConfig
-from nvs_ros.core.live_scene import PRIOR_SOURCE, KeyframePoses, LiveSceneConfig
+from nvs_ros.core.live_scene import KeyframePoses
+from nvs_ros.core.live_scene_config import PRIOR_SOURCE, LiveSceneConfig
 from nvs_ros.core.self_check import CONVERGED
 from nvs_ros.io.image_files import downscale, rescale_intrinsics
 from nvs_ros.ros.image_conversion import (ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8,
