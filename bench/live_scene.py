@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from nvs_ros.baselines.feature_chaining import chained_keyframe_poses
-from nvs_ros.core.live_scene import LiveScene, LiveSceneConfig
+from nvs_ros.core.live_scene import LiveScene
+from nvs_ros.core.live_scene_config import LiveSceneConfig
 from nvs_ros.core.metrics import evaluate_poses
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.output_folder import write_json

@@ -5,7 +5,7 @@
 
 Takes a `reconstruct` output folder (scene.pt, run.json listing the held-out views), registers
 every held-out view again, one frame at a time as a robot would (encoder pass + render-and-
-compare, core.refine), with `--split test` also every frame of the dataset's test split (NeRF
+compare, core.registration), with `--split test` also every frame of the dataset's test split (NeRF
 synthetic: viewpoints of their own, never trained on; chair has 25 here), and scores the poses
 against ground truth after aligning the scene's training cameras to it (RANSAC Sim(3)). Writes bench/results/registration/<scene>.json and
 prints one table: frames, accepted, rotation error <= 5 / 15 degrees, median error, median and
@@ -31,7 +31,7 @@ from rich.table import Table
 from nvs_ros.core.appearance import thumbnails
 from nvs_ros.core.metrics import rotation_angle_deg
 from nvs_ros.core.sim3 import ransac_sim3
-from nvs_ros.core.refine import RefineConfig
+from nvs_ros.core.refine_config import RefineConfig
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.output_folder import read_poses, write_json
 from nvs_ros.io.scene_checkpoint import load_scene
@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--views", type=int, default=None, help="views it was loaded with")
     parser.add_argument("--split", default=None, help="also register this split's frames (NeRF synthetic: test)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a core.refine.RefineConfig setting for this run (numbers; a comma makes a tuple), repeatable")
+                        help="a core.refine_config.RefineConfig setting for this run (numbers; a comma makes a tuple), repeatable")
     parser.add_argument("--out", default=None, help="result name under bench/results/registration (default: the scene's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -59,7 +59,8 @@ from nvs_ros.core.cameras import scale_intrinsics
 from nvs_ros.core.image_set import ImageSet, resize_images
 from nvs_ros.core.metrics import evaluate_poses, rotation_angle_deg
 from nvs_ros.core.sim3 import ransac_sim3
-from nvs_ros.core.trainer import ReconstructionResult, reconstruct
+from nvs_ros.core.reconstruction_result import ReconstructionResult
+from nvs_ros.core.trainer import reconstruct
 from nvs_ros.core.trainer_config import config_for_mode
 from nvs_ros.io.datasets import load_for_features, load_image_set
 from nvs_ros.io.output_folder import write_json, write_output_folder

@@ -12,7 +12,7 @@ from tiny_engine import TINY
 
 from nvs_ros.core.diffusion import DiffusionConfig, GenerativeLifting
 from nvs_ros.core.metrics import rotation_angle_deg
-from nvs_ros.core.trainer import build_engine
+from nvs_ros.core.training_run import build_engine
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.output_folder import read_poses
 from nvs_ros.io.scene_checkpoint import load_scene

@@ -1,6 +1,6 @@
 """Register image files into a saved scene (`nvs-ros register SCENE_DIR IMAGE...`): one
 encoder pass, a ranking of candidate poses and a direct alignment to the field per frame
-(core.refine, core.direct_alignment), with a confidence; frames that do not belong to the scene
+(core.registration, core.direct_alignment), with a confidence; frames that do not belong to the scene
 are rejected, not forced into it.
 
 Intrinsics: the scene's training camera, rescaled to each image's size (the same camera at

@@ -8,7 +8,7 @@
     report.html    cameras vs ground truth after alignment, views, training curves, metrics
 
 Every 8th image is held out: not trained on, registered into the finished scene afterwards
-(encoder pass + direct alignment, core.refine), rendered from that pose and scored (PSNR,
+(encoder pass + direct alignment, core.registration), rendered from that pose and scored (PSNR,
 SSIM): novel-view synthesis with unknown poses. poses.json covers every image.
 The estimator sees `image_set.without_ground_truth()` (the oracle `poses="gt"` excepted);
 ground truth is read here only to score the result.
@@ -33,7 +33,9 @@ from nvs_ros.core.metrics import finite_or_none, psnr, ssim
 from nvs_ros.core.sim3 import ransac_sim3, umeyama_sim3
 from nvs_ros.core.products import backproject, merge_clouds
 from nvs_ros.core.scene import Scene
-from nvs_ros.core.trainer import ReconstructionResult, TrainingProgress, reconstruct
+from nvs_ros.core.reconstruction_result import ReconstructionResult
+from nvs_ros.core.trainer import reconstruct
+from nvs_ros.core.training_run import TrainingProgress
 from nvs_ros.core.trainer_config import TrainerConfig
 from nvs_ros.io.evaluation import score_estimates
 from nvs_ros.io.output_folder import software_versions, write_json, write_output_folder, write_png

@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from nvs_ros.core.live_scene import ChainedPoses, KeyframePoses, LiveScene, LiveSceneConfig, LiveStatus
+from nvs_ros.core.live_scene import KeyframePoses, LiveScene, LiveStatus
+from nvs_ros.core.live_scene_config import LiveSceneConfig
+from nvs_ros.core.round_planning import ChainedPoses
 from nvs_ros.app.scene_saving import save_scene_products
 
 log = logging.getLogger(__name__)

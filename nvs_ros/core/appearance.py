@@ -2,8 +2,8 @@
 image" descriptor): before any pose exists, which views belong to the capture; once a scene is
 trained, which of its training views a new frame resembles.
 
-Belonging. The photometric tests of `core.refine` judge a view against the field, but a field
-that trains on a foreign view learns it too. Measured on chair (60 views, 64 px, 30 min) with 5
+Belonging. The photometric tests of `core.outlier_correction` judge a view against the field,
+but a field that trains on a foreign view learns it too. Measured on chair (60 views, 64 px, 30 min) with 5
 temple images mixed in: three of the five ended with a photometric error at the chair median,
 and the chair cameras collapsed (RRA@15 100% clean, 4% mixed). So the trainer keeps the views
 `views_set_apart` finds out of pose learning, and lets the outlier correction decide on them once

@@ -3,7 +3,7 @@ frames): the field renders colour and depth from the current pose; every opaque 
 view becomes a coloured 3D point; Gauss-Newton then moves the camera until the frame, sampled
 where those points project, shows their colours. Only the render touches the field: the steps
 project a few hundred points and sample an image (numpy, on the CPU), so many of them cost
-less than one step of `core.refine.refine_poses`, which renders the field seven times per step.
+less than one step of `core.render_compare.refine_poses`, which renders the field seven times per step.
 
 The steps go coarse to fine over the frame's levels (smaller sizes first): a pose 10 degrees
 off moves the points several pixels at 64 px, beyond the reach of a pixel's gradient. At a level
@@ -11,12 +11,16 @@ coarser than the render the points take their colours from the render shrunk the
 frame (both blurred alike); registration renders at its coarsest level, as a 16 px level below
 it made chair's frames worse (79% within 5 degrees instead of 95%). The Jacobian is analytic:
 the frame's image gradient (central differences) times the projection's derivative w.r.t. a
-world-frame twist, c2w <- exp(twist) @ c2w, as in core.refine.
+world-frame twist, c2w <- exp(twist) @ c2w, as in core.render_compare.
 
 A round renders the current pose (at the level the residuals are measured at: the render is also
 the pose's residual) and aligns; after the last round the final pose is rendered for its
 residual, and the pose with the lowest residual of all those rendered is kept: a blurry field's
 depth can mislead an alignment, and a round that makes the frame fit worse is undone.
+
+A frame with several starting poses (registration's candidates, core.registration) has each
+aligned, and the one that then explains it best wins (`align_the_best`); training views are
+aligned from where they are, each kept where it then fits better (`align_views`).
 """
 
 import numpy as np
@@ -25,7 +29,10 @@ from scipy.spatial.transform import Rotation
 from torch import Tensor
 
 from nvs_ros.core import cameras
+from nvs_ros.core.diffusion import GenerativeLifting
 from nvs_ros.core.gauss_newton import damped_gauss_newton_step_array
+from nvs_ros.core.refine_config import RefineConfig
+from nvs_ros.core.render_compare import view_residuals
 
 MIN_OPACITY = 0.9
 """Pixels of the rendered view more transparent than this give no point: the background, and the
@@ -34,6 +41,51 @@ behind it (measured with the first, single-render version of this alignment: at 
 tiny scene aligned 4-degree offsets to a 2.1 degree median, at 0.9 to 1.4; chair unchanged)."""
 MIN_POINTS = 6
 """Fewer opaque pixels than this (nothing of the scene in sight): no step is taken."""
+
+
+@torch.no_grad()
+def align_views(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, c2w_B44: Tensor,
+                config: RefineConfig = RefineConfig()) -> tuple[Tensor, Tensor]:
+    """Training views aligned to the field from where they are (as a new frame is,
+    core.registration), each kept where it then explains its view better: (B, 4, 4) poses and their
+    residuals at `size` (B,). Joint refinement moves every pose by a small gradient step on a few
+    random pixels per step, and stops short of the field's photometric optimum; the alignment's
+    Gauss-Newton steps on whole coarse-to-fine images reach it."""
+    small_BHW3, small_K_B33 = cameras.resize_views(images_BHW3, K_B33, config.size)
+    c2w_B44 = c2w_B44.detach().float()
+    before_B = view_residuals(engine, small_BHW3, small_K_B33, c2w_B44)
+    aligned_B44, after_B, _ = align_the_best(engine, images_BHW3, K_B33, [[c2w_44] for c2w_44 in c2w_B44], config)
+    better_B = after_B < before_B
+    return torch.where(better_B[:, None, None], aligned_B44, c2w_B44), torch.where(better_B, after_B, before_B)
+
+
+def align_the_best(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, starts: list[list[Tensor]],
+                   config: RefineConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """Each frame's starting poses (4, 4) aligned to the field (`align_to_rendered_view`); the one
+    that then explains the frame best wins. Returns the (B, 4, 4) poses, their residuals at
+    `size` (B,) and the index of each frame's winning start (B,)."""
+    levels, rendered = _frame_levels(images_BHW3, K_B33, config)
+    poses, residuals, winners = [], [], []
+    for b, starts_of_frame in enumerate(starts):
+        frame_levels = [(level_BHW3[b], level_K_B33[b]) for level_BHW3, level_K_B33 in levels]
+        aligned = [align_to_rendered_view(engine, frame_levels, rendered, c2w_44, config.alignment_rounds,
+                                          config.alignment_steps, config.damping) for c2w_44 in starts_of_frame]
+        winner = min(range(len(aligned)), key=lambda j: float(aligned[j][1]))
+        poses.append(aligned[winner][0])
+        residuals.append(aligned[winner][1])
+        winners.append(winner)
+    return torch.stack(poses), torch.stack(residuals), torch.tensor(winners, device=images_BHW3.device)
+
+
+def _frame_levels(images_BHW3: Tensor, K_B33: Tensor, config: RefineConfig) -> tuple[list[tuple[Tensor, Tensor]], int]:
+    """The frames at `alignment_sizes` and `size` (capped at their own, each size once), coarse
+    to fine, and the index of the one at `size`."""
+    levels = {}
+    for side in sorted({*config.alignment_sizes, config.size}):
+        level_BHW3, level_K_B33 = cameras.resize_views(images_BHW3, K_B33, side)
+        levels.setdefault(tuple(level_BHW3.shape[1:3]), (level_BHW3, level_K_B33))
+    rendered = list(levels).index(cameras.fit_size(*images_BHW3.shape[1:3], config.size))
+    return list(levels.values()), rendered
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """The damped Gauss-Newton step both pose refiners take: the twist x minimising
 |r + J x|^2 + damping |diag(J^T J)^(1/2) x|^2 (Marquardt's scaling: rotation and translation, in
-radians and world units, get comparable steps). Render-and-compare (core.refine) takes it in
+radians and world units, get comparable steps). Render-and-compare (core.render_compare) takes it in
 batches with torch; the direct alignment (core.direct_alignment) one small problem at a time,
 where numpy's per-call cost is a fraction of torch's."""
 

@@ -13,8 +13,8 @@ What the ROS node's worker calls (one thread owns a LiveScene; it is not thread-
    they are learnt from the images; a first round whose chain places too few waits while
    keyframes still come (`waiting_for`).
 3. Afterwards each `train(seconds)` registers the keyframes that arrived since (one encoder
-   pass + direct alignment, core.refine), adds the accepted ones to the scene, and continues
-   training field and poses together for `seconds` (core.refine.JointRefinement). Frames that
+   pass + direct alignment, core.registration), adds the accepted ones to the scene, and continues
+   training field and poses together for `seconds` (core.joint_refinement.JointRefinement). Frames that
    do not fit (low confidence) wait and are tried again by the next full round.
 4. When the keyframes have grown by `regrow_factor` since the last full round (or, after a
    chained start, a quarter as many as it had have come and could not be registered), the next
@@ -27,12 +27,16 @@ keyframes with priors fix a similarity (core.pose_prior), every product (poses, 
 registered frames, depth) is given in the priors' frame and units, and `scale_source` says so.
 The similarity is refitted whenever the poses change (a round, new or forgotten keyframes,
 continued training), so products always agree with each other.
+
+This module holds the scene's state (keyframes, the trained scene, continued training) and its
+products; when a full round runs and how is core.round_planning's, its settings
+core.live_scene_config's.
 """
 
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -41,64 +45,15 @@ from nvs_ros.core.appearance import thumbnails
 from nvs_ros.core.cameras import scale_intrinsics
 from nvs_ros.core.errors import InputError, NotReadyError
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices, resize_images
-from nvs_ros.core.pose_prior import PriorAlignment, PriorGate, align_to_prior
+from nvs_ros.core.joint_refinement import JointRefinement
+from nvs_ros.core.live_scene_config import MIN_PRIOR_BASELINE, PRIOR_SOURCE, LiveSceneConfig
+from nvs_ros.core.pose_prior import PriorAlignment, align_to_prior
 from nvs_ros.core.products import point_cloud
-from nvs_ros.core.refine import JointRefinement
+from nvs_ros.core.round_planning import (ChainedPoses, chain_left_too_many, regrown, round_config, round_start_poses,
+                                         usable_priors, waiting_for)
 from nvs_ros.core.scene import Scene
 from nvs_ros.core.self_check import CONVERGED, UNCONFIRMED, Verdict
 from nvs_ros.core.trainer import reconstruct
-from nvs_ros.core.trainer_config import KEEP_INITIAL_POSES, TrainerConfig
-
-ChainedPoses = Callable[[ImageSet], np.ndarray | None]
-"""Camera-to-world of the keyframes chained by features (NaN rows: not placed), or None where the
-chain places too few (baselines.feature_chaining.chained_keyframe_poses)."""
-PRIOR_SOURCE = "odometry"
-"""What the keyframes' prior poses are (the scale source the products report)."""
-MIN_PRIOR_BASELINE = 1e-3
-"""Prior camera centres closer together than this (the source's units) fix no scale."""
-@dataclass(frozen=True)
-class LiveSceneConfig:
-    min_keyframes: int = 8
-    """Training starts when this many keyframes are in."""
-    idle_round_s: float | None = None
-    """When no keyframe has come for this long [s], training starts with `min_round_keyframes`
-    or more instead of waiting for `min_keyframes`; None: always wait for them."""
-    min_round_keyframes: int = 3
-    """The fewest keyframes a round starts with after `idle_round_s`: two views pose each other
-    only up to their shared features, a third is what a ring or a chain needs to check them."""
-    round_budget_s: float = 60.0
-    """Training time of one full round."""
-    round_iterations: int | None = None
-    """Steps of one full round instead of its time (reproducible runs and tests)."""
-    max_keyframes: int = 64
-    """Keyframes kept at most: beyond it the most redundant one (nearest camera centre to
-    another keyframe's) is forgotten, so memory and step time stay bounded on a long run."""
-    regrow_factor: float = 1.5
-    """A full round runs again once the keyframes have grown by this factor since the last one."""
-    unplaced_fraction: float = 0.25
-    """After a round started from chained features, a full round also runs once the keyframes
-    added since that registration could not place reach this share of the round's keyframes (and
-    two): the chain places what registration into a young field rejects (the bundled room
-    streamed: its last 6 of 24 keyframes waited for a round at 27 that never came). Not after
-    odometry or learnt starts: there a new round would learn again what odometry had started
-    (a node test's tracking, whose 6 s scene rejects many frames, lost its odometry frame)."""
-    device: str = "cpu"
-    seed: int = 0
-    batch_images: int = 8
-    """Views per continued-training step."""
-    continued_lr_scale: float = 0.3
-    """Learning rates of continued training (field and poses) as a share of a full round's: it
-    refines a scene that has converged and must not shake it."""
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    """Settings of the full rounds (its time budget is replaced by round_budget_s)."""
-    priors_as_initial_poses: bool = True
-    """A full round starts from the keyframes' prior poses (refined with the field, missing ones
-    filled from the nearest in time) instead of learning the poses from the images, when at
-    least half of the keyframes have one."""
-    prior_gate: PriorGate = PriorGate(max_offset_fraction=0.25, max_turn_deg=20.0, residual_factor=3.0)
-    """A registered frame outside this gate around its prior is rejected whatever its confidence:
-    odometry is locally right, and a registration that contradicts it found a wrong look-alike
-    (the room's walls: a CI run on a loaded CPU put one 1.8 radii off at confidence >= 0.5)."""
 
 
 @dataclass
@@ -269,37 +224,12 @@ class LiveScene:
 
     def waiting_for(self) -> str:
         """What the first round waits for, in words; empty when it may start (or has)."""
-        count, config = len(self._keyframes), self.config
-        if self.ready:
-            return ""
-        if count >= config.min_keyframes:
-            return self._waiting_for_the_chain()
-        wait = f"{config.min_keyframes - count} more keyframe(s) ({config.min_keyframes})"
-        if config.idle_round_s is None:
-            return wait
-        if count < config.min_round_keyframes:
-            return f"{wait}, or {config.min_round_keyframes - count} more and {config.idle_round_s:g} s without a new one"
-        idle_s = time.monotonic() - self._last_keyframe_at
-        if idle_s >= config.idle_round_s:
-            return self._waiting_for_the_chain()
-        return f"{wait}, or {config.idle_round_s - idle_s:.1f} s more without a new one"
+        tried = self._chain_tried
+        chain_placed_too_few = tried is not None and tried[1] is None and tried[0] == self._names()
+        return waiting_for(len(self._keyframes), self.ready, self._last_keyframe_at, self.config, chain_placed_too_few)
 
-    def _waiting_for_the_chain(self) -> str:
-        """A first round whose feature chain placed too few of the keyframes would learn the poses
-        from the images; while keyframes still come it waits for more instead: until
-        `regrow_factor` times `min_keyframes` are in (when a new round would start anyway) or
-        `idle_round_s` passes without a new one. Half a ring does not chain where the whole ring
-        does (the temple replayed: none of its first 8 keyframes, 15 of 15)."""
-        config, tried = self.config, self._chain_tried
-        names = tuple(k.name for k in self._keyframes)
-        if config.idle_round_s is None or tried is None or tried[0] != names or tried[1] is not None:
-            return ""
-        enough = math.ceil(config.regrow_factor * config.min_keyframes)
-        idle_s = time.monotonic() - self._last_keyframe_at
-        if len(names) >= enough or idle_s >= config.idle_round_s:
-            return ""
-        return (f"{enough - len(names)} more keyframe(s): the feature chain placed too few of {len(names)}; "
-                f"or {config.idle_round_s - idle_s:.1f} s more without a new one")
+    def _names(self) -> tuple[str, ...]:
+        return tuple(k.name for k in self._keyframes)
 
     def status(self) -> LiveStatus:
         alignment = self._alignment
@@ -321,21 +251,37 @@ class LiveScene:
         `between_steps` is called after every step of a full round: until the round ends, this
         object still holds the previous round's scene, untouched, so the caller may read
         products from it (render, save); it must not add keyframes or reset."""
-        if self._scene is None and not self.waiting_for() and self._chained_poses is not None \
-                and self._usable_priors() is None:
+        if self._scene is None and self._chained_poses is not None and not self.waiting_for() \
+                and usable_priors(self._priors(list(range(len(self._keyframes)))), self.config) is None:
             self._chain()  # a chain that places too few makes the first round wait while keyframes come
         if not self.training_due():
             return self.status()
-        if self._scene is None or len(self._keyframes) >= self.config.regrow_factor * self._keyframes_at_last_round:
+        if self._scene is None or regrown(len(self._keyframes), self._keyframes_at_last_round, self.config):
             self._full_round(between_steps)
             return self.status()
         self._register_new_keyframes()
-        if self._pose_start == "features" and \
-                self._unplaced_since_round() >= max(2, self.config.unplaced_fraction * self._keyframes_at_last_round):
+        if chain_left_too_many(self._pose_start, self._unplaced_since_round(), self._keyframes_at_last_round,
+                               self.config):
             self._full_round(between_steps)
             return self.status()
         self._continue_training(seconds, steps)
         return self.status()
+
+    def _chain(self) -> np.ndarray | None:
+        """The feature chain's poses of the keyframes now in (None: it places too few), run once
+        per set of keyframes, at the chain's resolution where every keyframe came with one."""
+        names = self._names()
+        if self._chain_tried is None or self._chain_tried[0] != names:
+            K_N33 = np.stack([k.K_33 for k in self._keyframes])
+            if all(k.features_HW3 is not None for k in self._keyframes):
+                images_NHW3 = np.stack([k.features_HW3 for k in self._keyframes])
+                (h, w), (fh, fw) = self._keyframes[0].image_HW3.shape[:2], images_NHW3.shape[1:3]
+                K_N33 = scale_intrinsics(K_N33, fw / w, fh / h)
+            else:
+                images_NHW3 = np.stack([k.image_HW3 for k in self._keyframes])
+            keyframes = ImageSet(names=list(names), images_NHW3=images_NHW3, K_N33=K_N33, capture="360", source="live")
+            self._chain_tried = (names, self._chained_poses(keyframes))
+        return self._chain_tried[1]
 
     def _unplaced_since_round(self) -> int:
         """Keyframes come since the last full round that registration has tried and not placed."""
@@ -345,7 +291,9 @@ class LiveScene:
         keyframes = ImageSet(names=[k.name for k in self._keyframes],
                              images_NHW3=np.stack([k.image_HW3 for k in self._keyframes]),
                              K_N33=np.stack([k.K_33 for k in self._keyframes]), capture="360", source="live")
-        initial_c2w_N44, self._pose_start = self._initial_poses()
+        chain = None if self._chained_poses is None else self._chain
+        initial_c2w_N44, self._pose_start = round_start_poses(self._priors(list(range(len(self._keyframes)))), chain,
+                                                              self.config)
         posed = list(range(len(keyframes)))
         if self._pose_start == "features":
             # Keyframes the chain could not place wait to be registered, as later ones do: the
@@ -353,11 +301,7 @@ class LiveScene:
             posed = np.flatnonzero(np.isfinite(initial_c2w_N44[:, 0, 0])).tolist()
             initial_c2w_N44 = initial_c2w_N44[posed]
         image_set = keyframes.subset(posed)
-        by_steps = self.config.round_iterations is not None
-        config = replace(self.config.trainer, time_budget_s=None if by_steps else self.config.round_budget_s,
-                         iterations=self.config.round_iterations,
-                         device=self.config.device, seed=self.config.seed + self._rounds,
-                         **(KEEP_INITIAL_POSES if self._pose_start == "features" else {}))
+        config = round_config(self.config, self._rounds, self._pose_start)
         result = reconstruct(image_set, config, None if between_steps is None else lambda _: between_steps(),
                              initial_c2w_N44=initial_c2w_N44)
         self._scene = Scene.from_training(result.engine, result.config, image_set.names, image_set.images_NHW3,
@@ -379,44 +323,6 @@ class LiveScene:
         for row, i in enumerate(indices):
             if self._keyframes[i].prior_c2w_44 is not None:
                 priors_N44[row] = self._keyframes[i].prior_c2w_44
-        return priors_N44
-
-    def _initial_poses(self) -> tuple[np.ndarray | None, str]:
-        """The poses a full round starts from (None: learn them) and where they come from."""
-        priors_N44 = self._usable_priors()
-        if priors_N44 is not None:
-            return priors_N44, PRIOR_SOURCE
-        chained_N44 = None if self._chained_poses is None else self._chain()
-        return (chained_N44, "features") if chained_N44 is not None else (None, "learnt")
-
-    def _chain(self) -> np.ndarray | None:
-        """The feature chain's poses of the keyframes now in (None: it places too few), run once
-        per set of keyframes, at the chain's resolution where every keyframe came with one."""
-        names = tuple(k.name for k in self._keyframes)
-        if self._chain_tried is None or self._chain_tried[0] != names:
-            K_N33 = np.stack([k.K_33 for k in self._keyframes])
-            if all(k.features_HW3 is not None for k in self._keyframes):
-                images_NHW3 = np.stack([k.features_HW3 for k in self._keyframes])
-                (h, w), (fh, fw) = self._keyframes[0].image_HW3.shape[:2], images_NHW3.shape[1:3]
-                K_N33 = scale_intrinsics(K_N33, fw / w, fh / h)
-            else:
-                images_NHW3 = np.stack([k.image_HW3 for k in self._keyframes])
-            keyframes = ImageSet(names=list(names), images_NHW3=images_NHW3, K_N33=K_N33, capture="360", source="live")
-            self._chain_tried = (names, self._chained_poses(keyframes))
-        return self._chain_tried[1]
-
-    def _usable_priors(self) -> np.ndarray | None:
-        """The keyframes' priors, or None: too few keyframes have one, or their centres do not
-        spread (no scale to start from)."""
-        if not self.config.priors_as_initial_poses:
-            return None
-        priors_N44 = self._priors(list(range(len(self._keyframes))))
-        known_N = np.isfinite(priors_N44).all(axis=(1, 2))
-        if known_N.sum() < max(2, math.ceil(len(known_N) / 2)):
-            return None
-        centres_M3 = priors_N44[known_N, :3, 3]
-        if np.linalg.norm(centres_M3 - centres_M3.mean(axis=0), axis=1).max() < MIN_PRIOR_BASELINE:
-            return None
         return priors_N44
 
     def _align_to_priors(self) -> None:

@@ -20,9 +20,11 @@ from nvs_ros.core.diffusion import GenerativeLifting
 from nvs_ros.core.errors import InputError
 from nvs_ros.core.sim3 import Sim3
 from nvs_ros.core.pose_prior import PriorAlignment
-from nvs_ros.core.refine import RefineConfig, Registration, register_frames, view_residuals
+from nvs_ros.core.refine_config import RefineConfig
+from nvs_ros.core.registration import Registration, register_frames
+from nvs_ros.core.render_compare import view_residuals
 from nvs_ros.core.rendering import RenderOutput
-from nvs_ros.core.trainer import build_engine
+from nvs_ros.core.training_run import build_engine
 from nvs_ros.core.trainer_config import TrainerConfig
 
 STATE_VERSION = 1

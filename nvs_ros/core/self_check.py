@@ -3,8 +3,9 @@
 A pose that is wrong without warning is the worst answer the product can give, so every run
 says how far its evidence supports it:
 - independent starts (`TrainerConfig.starts` > 1): pose learning races several seeds through its
-  coarse stage (core.trainer), each ending with its flips re-assigned; starts that land in the
-  same basin agree on the views' relative rotations, and wrong basins are rarely found twice.
+  coarse stage (core.training_phases), each ending with its flips re-assigned; starts that land
+  in the same basin agree on the views' relative rotations, and wrong basins are rarely found
+  twice.
   Agreement of two pose sets is the share of view pairs whose relative rotations and directions
   differ by less than `agreement_deg` (RRA of one set against the other: free of the gauge,
   which each start fixes its own way), over the pairs whose cameras stand apart in either set

@@ -8,7 +8,7 @@ from nvs_ros.core.diffusion import DiffusionConfig
 from nvs_ros.core.field import FieldConfig
 from nvs_ros.core.forward_poses import ForwardConfig
 from nvs_ros.core.pose_encoder import PoseEncoderConfig
-from nvs_ros.core.refine import RefineConfig
+from nvs_ros.core.refine_config import RefineConfig
 from nvs_ros.core.self_check import SelfCheckConfig
 from nvs_ros.core.training_loop import DivergenceConfig
 
@@ -63,12 +63,12 @@ class TrainerConfig:
     outlier_correction: bool = True
     """During refinement (360 captures), views whose photometric residual stands out are set
     aside, then re-posed by a search over the viewing sphere; those that still do not fit are
-    taken out of the field's training and reported unregistered (core.refine.correct_outliers;
+    taken out of the field's training and reported unregistered (core.outlier_correction.correct_outliers;
     `suspects_at`, `correction_rounds`). Views that look like none of the others
     (core.appearance) are kept out of training from the start and are suspects at the first look."""
     align_views: bool = True
     """During refinement (360 captures, poses refined), every view in training is aligned to the
-    field before each part after the first and once at the end (core.refine.align_views), kept
+    field before each part after the first and once at the end (core.direct_alignment.align_views), kept
     where it then explains its view better: the joint refinement's small steps leave views a few
     degrees, or a view's spacing, short of where the field explains them best."""
     suspects_at: float = 0.1

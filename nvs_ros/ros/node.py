@@ -39,7 +39,7 @@ from nvs_ros.app.frame_intake import FrameIntake
 from nvs_ros.app.scene_worker import RenderRequest, SceneWorker
 from nvs_ros.baselines.feature_chaining import chained_keyframe_poses
 from nvs_ros.core.errors import NvsError
-from nvs_ros.core.live_scene import LiveSceneConfig
+from nvs_ros.core.live_scene_config import LiveSceneConfig
 from nvs_ros.io.datasets import FEATURE_MAX_SIDE
 from nvs_ros.ros import WARNING_PERIOD_S
 from nvs_ros.ros.camera_input import CameraInput

@@ -12,7 +12,7 @@ from rclpy.node import Node
 
 from nvs_ros.core.errors import InputError
 from nvs_ros.core.keyframes import KeyframeConfig
-from nvs_ros.core.live_scene import LiveSceneConfig
+from nvs_ros.core.live_scene_config import LiveSceneConfig
 from nvs_ros.io.errors import OutputFolderError
 from nvs_ros.io.output_folder import check_writable
 

@@ -19,7 +19,8 @@ from rclpy.clock import Clock
 from rclpy.impl.rcutils_logger import RcutilsLogger
 
 from nvs_ros.app.scene_worker import SceneWorker, TrackedFrame
-from nvs_ros.core.live_scene import PRIOR_SOURCE, KeyframePoses
+from nvs_ros.core.live_scene import KeyframePoses
+from nvs_ros.core.live_scene_config import PRIOR_SOURCE
 from nvs_ros.ros import WARNING_PERIOD_S
 from nvs_ros.ros.odometry import CameraOdometry
 from nvs_ros.ros.tf_broadcaster import TfBroadcaster

@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 from tiny_engine import TINY
 
 from nvs_ros.core.sim3 import Sim3
-from nvs_ros.core.refine import RefineConfig
+from nvs_ros.core.refine_config import RefineConfig
 from nvs_ros.core.scene import Scene
 from nvs_ros.core.trainer import reconstruct
 from nvs_ros.io.datasets import load_image_set

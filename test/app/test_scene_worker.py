@@ -10,7 +10,7 @@ import torch
 
 from tiny_engine import TINY
 
-from nvs_ros.core.live_scene import LiveSceneConfig
+from nvs_ros.core.live_scene_config import LiveSceneConfig
 from nvs_ros.io.bundled_scene import render_bundled_scene
 from nvs_ros.app.scene_worker import QueuedKeyframe, RenderRequest, SceneWorker, TrackRequest
 

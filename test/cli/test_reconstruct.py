@@ -69,7 +69,7 @@ def test_oracle_keeps_the_ground_truth_cameras_up_to_a_similarity(tmp_path):
 
 def test_register_poses_image_files_in_a_saved_scene(tmp_path):
     """The command's plumbing on a barely trained scene (whether the frame is accepted is the
-    method's business, tested in test/core/test_refine.py): every frame gets a pose, a
+    method's business, tested in test/core/test_registration.py): every frame gets a pose, a
     confidence and a latency, and a corrupt file is a clear error."""
     out = tmp_path / "run"
     reconstruct(out, "--iters", "20")

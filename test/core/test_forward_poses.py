@@ -14,7 +14,8 @@ from nvs_ros.core.forward_poses import (ForwardConfig, ForwardPoseEncoder, Forwa
                                         build_forward_engine, forward_gauge, ndc_box_half_size)
 from nvs_ros.core.metrics import evaluate_poses
 from nvs_ros.core.pose_encoder import PoseEncoderConfig
-from nvs_ros.core.trainer import TrainingProgress, reconstruct
+from nvs_ros.core.trainer import reconstruct
+from nvs_ros.core.training_run import TrainingProgress
 from nvs_ros.core.trainer_config import TrainerConfig
 from nvs_ros.io.datasets import load_image_set
 

@@ -13,7 +13,8 @@ from scipy.spatial.transform import Rotation
 from tiny_engine import TINY
 
 from nvs_ros.baselines.feature_chaining import chained_keyframe_poses
-from nvs_ros.core.live_scene import LiveScene, LiveSceneConfig
+from nvs_ros.core.live_scene import LiveScene
+from nvs_ros.core.live_scene_config import LiveSceneConfig
 from nvs_ros.core.metrics import evaluate_poses, rotation_angle_deg
 from nvs_ros.core.sim3 import Sim3
 from nvs_ros.io.datasets import load_image_set

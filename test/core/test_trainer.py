@@ -13,8 +13,9 @@ from tiny_engine import TINY
 
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.metrics import evaluate_poses
-from nvs_ros.core.trainer import TrainingProgress, reconstruct
+from nvs_ros.core.trainer import reconstruct
 from nvs_ros.core.trainer_config import TrainerConfig
+from nvs_ros.core.training_run import TrainingProgress
 from nvs_ros.io.datasets import load_image_set
 
 
@@ -116,7 +117,7 @@ def test_diverged_step_is_rolled_back(scene) -> None:
 def test_initial_poses_from_elsewhere_replace_pose_learning(scene) -> None:
     """Initial poses in another world frame and scale, each camera turned by 4 degrees (as
     chained features or odometry would give): moved into the gauge and refined with the field.
-    (Flipped views are re-posed by the outlier correction, tested in test_refine.py.)"""
+    (Flipped views are re-posed by the outlier correction, tested in test_outlier_correction.py.)"""
     rng = np.random.default_rng(0)
     noisy = scene.c2w_N44.copy()
     for c2w in noisy:
@@ -176,28 +177,6 @@ def test_level_up_is_exact_on_a_hemisphere_and_falls_back_on_a_straight_drive() 
     drive[:, :3, :3] = [[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]
     drive[:, 0, 3] = np.arange(10)
     np.testing.assert_allclose(level_up(drive), [0.0, 0.0, 1.0], atol=1e-9)
-
-
-def test_each_suspect_keeps_the_correction_that_leaves_the_lower_residual() -> None:
-    """The outlier correction runs from the current poses and from the poses refinement started
-    from. View 0 is no suspect (both leave it as it was); view 1 fits better from its current
-    pose; views 2-4 from the restarted one: 2 re-posed by the search, 3 kept at its start pose
-    (which still moves it), 4 an outlier either way (it stays where it is)."""
-    from nvs_ros.core.refine import OutlierCorrection
-    from nvs_ros.core.trainer import _lower_residual
-
-    def correction(c2w_value: float, residual: list[float], outlier: list[bool], reposed: list[bool]):
-        return OutlierCorrection(c2w_N44=torch.full((5, 4, 4), c2w_value), outlier_N=torch.tensor(outlier),
-                                 reposed_N=torch.tensor(reposed), residual_N=torch.tensor(residual))
-
-    outlier = [False, False, False, False, True]
-    current = correction(1.0, [1.0, 2.0, 5.0, 5.0, 9.0], outlier, [False, True, False, False, False])
-    restarted = correction(2.0, [1.0, 3.0, 2.0, 4.0, 8.0], outlier, [False, False, True, False, False])
-    best = _lower_residual(current, restarted)
-    assert best.c2w_N44[:, 0, 0].tolist() == [1.0, 1.0, 2.0, 2.0, 2.0]
-    assert best.residual_N.tolist() == [1.0, 2.0, 2.0, 4.0, 8.0]
-    assert best.reposed_N.tolist() == [False, True, True, True, False]
-    assert best.outlier_N.tolist() == [False, False, False, False, True]
 
 
 def test_an_object_on_black_is_trained_in_front_of_black(scene) -> None:

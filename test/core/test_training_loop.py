@@ -1,4 +1,4 @@
-"""nvs_ros.core.training_loop, as the live scene's continued training (core.refine.JointRefinement)
+"""nvs_ros.core.training_loop, as the live scene's continued training (core.joint_refinement.JointRefinement)
 uses it: a diverged step is rolled back, not taken, and training goes on; too many give up."""
 
 import math
@@ -9,8 +9,8 @@ import pytest
 import torch
 from tiny_engine import TINY
 
-from nvs_ros.core.refine import JointRefinement
-from nvs_ros.core.trainer import build_engine
+from nvs_ros.core.joint_refinement import JointRefinement
+from nvs_ros.core.training_run import build_engine
 from nvs_ros.core.training_loop import Budget, DivergedError, DivergenceConfig, cosine
 from nvs_ros.io.datasets import load_image_set
 

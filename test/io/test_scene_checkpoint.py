@@ -7,7 +7,7 @@ import torch
 from tiny_engine import TINY
 
 from nvs_ros.core.scene import Scene
-from nvs_ros.core.trainer import build_engine
+from nvs_ros.core.training_run import build_engine
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.errors import SceneCheckpointError
 from nvs_ros.io.scene_checkpoint import SUMMARY, load_scene, save_scene
