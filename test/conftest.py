@@ -4,7 +4,8 @@ The environment is set when pytest loads this file, before any test module impor
 and child processes started by tests inherit it:
 - DDS discovery stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST),
 - each pytest process gets its own ROS_DOMAIN_ID (1..100 from the PID) so parallel runs on
-  one machine do not see each other's /tf,
+  one machine do not see each other's /tf; each pytest-xdist worker (scripts/test.sh runs two)
+  one of its own above 100, derived from the run's,
 - ROS logs go to a temporary folder, removed at exit,
 - Fast DDS uses shared memory only (FASTDDS_BUILTIN_TRANSPORTS=SHM): no DDS traffic touches a
   network interface at all, not even loopback. Measured here with a reliable 640x480 rgb8 stream
@@ -28,6 +29,9 @@ def _set_ros_environment() -> None:
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))  # 0 is everyone's default
     os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "SHM")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...
+    if worker:  # the workers inherit the run's domain: two nodes named nvs_node would meet there
+        os.environ["ROS_DOMAIN_ID"] = str(101 + (int(os.environ["ROS_DOMAIN_ID"]) * 8 + int(worker[2:])) % 131)
     if "ROS_LOG_DIR" not in os.environ:
         log_dir = tempfile.mkdtemp(prefix="nvs_ros_test_ros_log_")
         os.environ["ROS_LOG_DIR"] = log_dir
@@ -35,6 +39,15 @@ def _set_ros_environment() -> None:
 
 
 _set_ros_environment()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's `--dist loadgroup`: a test file stays in one worker (its module
+    fixtures, trained scenes among them, are made once), and so do the files that share the
+    session's trained ring scene (test/core/conftest.py)."""
+    for item in items:
+        group = "ring_scene" if "ring_scene" in getattr(item, "fixturenames", ()) else str(item.path)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture

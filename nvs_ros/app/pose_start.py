@@ -16,7 +16,7 @@ import numpy as np
 
 from nvs_ros.core.errors import InputError
 from nvs_ros.core.image_set import ImageSet
-from nvs_ros.core.trainer_config import KEEP_INITIAL_POSES, TrainerConfig, config_for_mode
+from nvs_ros.core.trainer_config import TrainerConfig, config_for_mode
 from nvs_ros.io.datasets import load_for_features
 from nvs_ros.io.output_folder import read_poses
 
@@ -59,13 +59,11 @@ class InitialPoses:
         reconstruction keeps its own gauge (learnt poses; chained ones have no scale either)."""
         return self.start.value if self.start in (PoseStart.POSES_FILE, PoseStart.ODOMETRY) else None
 
-    def trainer_settings(self) -> dict:
-        """What the trainer changes for these poses: chained ones are kept as they are."""
-        return KEEP_INITIAL_POSES if self.start is PoseStart.FEATURES else {}
-
     def trainer_config(self, mode: Literal["360", "forward"], **settings) -> TrainerConfig:
-        """The configuration for `mode` that starts from these poses, then `settings`."""
-        return config_for_mode(mode, **settings, **self.trainer_settings())
+        """The configuration for `mode`, then `settings`, for a start from these poses: chained
+        ones are kept as they are."""
+        config = config_for_mode(mode, **settings)
+        return config.keeping_initial_poses() if self.start is PoseStart.FEATURES else config
 
     def learnt_alternative(self, mode: Literal["360", "forward"], **settings) -> TrainerConfig | None:
         """The configuration that learns the poses where chained ones are not converged (chained

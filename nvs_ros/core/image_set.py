@@ -28,7 +28,7 @@ def _repeated(names: list[str]) -> set[str]:
 
 
 def resize_images(images_NHW3: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 RGB images resized to (height, width), area-averaged when shrinking."""
+    """uint8 RGB images resized to (height, width) by `cameras.resized_images` (antialiased bilinear)."""
     images = torch.from_numpy(np.ascontiguousarray(images_NHW3)).float()
     return resized_images(images, (height, width)).round().clamp(0, 255).byte().numpy()
 
@@ -119,7 +119,7 @@ class ImageSet:
         return self.subset(evenly_spaced_indices(len(self), count))
 
     def resized(self, max_side: int) -> "ImageSet":
-        """Images downscaled (area-averaged) so the longer side is <= max_side, intrinsics kept right."""
+        """Images downscaled (antialiased, `resize_images`) so the longer side is <= max_side, intrinsics kept right."""
         height, width = fit_size(self.height, self.width, max_side)
         if (height, width) == (self.height, self.width):
             return self

@@ -380,7 +380,7 @@ class LiveScene:
             if math.isfinite(loss):  # a diverged step was rolled back, not taken
                 self._loss = loss
             self._step += 1
-            if self._step % 16 == 0:
+            if self._step % self.config.trainer.occupancy_every == 0:
                 self._scene.engine.field.update_occupancy()
         self._sync_scene()
 

@@ -17,8 +17,6 @@ from nvs_ros.core.render_compare import candidate_errors, refine_poses, view_res
 
 SEARCH_TURNS = 8
 """Turns about the up axis (every 45 degrees, the flip among them) tried for a suspect view."""
-RACE_STEPS = 2
-"""Render-and-compare steps every candidate of a suspect view gets before the best goes on."""
 
 
 @dataclass
@@ -116,10 +114,10 @@ def correct_outliers(engine: GenerativeLifting, images_NHW3: Tensor, K_N33: Tens
 def _race(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, judged_BHW3: Tensor, judged_K_B33: Tensor,
           c2w_BJ44: Tensor, config: RefineConfig, generator: torch.Generator | None) -> Tensor:
     """(B, 4, 4) the winner of a race (successive halving) among each view's J candidates: all
-    are refined for `RACE_STEPS`, the one with the lowest full-image error on the judged views
+    are refined for `correction_race_steps`, the one with the lowest full-image error on the judged views
     goes on alone for the rest of `correction_steps`. A wrong candidate shows early."""
     b, j = c2w_BJ44.shape[:2]
-    race_steps = min(RACE_STEPS, config.correction_steps)
+    race_steps = min(config.correction_race_steps, config.correction_steps)
     raced_BJ44 = refine_poses(engine, images_BHW3.repeat_interleave(j, 0), K_B33.repeat_interleave(j, 0),
                               c2w_BJ44.reshape(-1, 4, 4), race_steps, config.correction_rays_per_view, config,
                               generator).reshape(b, j, 4, 4)

@@ -83,3 +83,6 @@ class RefineConfig:
     correction_rays_per_view: int = 512
     """Best-ranked search poses that race per suspect, their refinement steps and pixels (more
     than a registration's: re-posing is not latency-bound as registration is)."""
+    correction_race_steps: int = 2
+    """Steps every candidate gets before the one with the lowest error goes on alone (a wrong
+    candidate shows early)."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.live_scene_config import MIN_PRIOR_BASELINE, PRIOR_SOURCE, LiveSceneConfig
-from nvs_ros.core.trainer_config import KEEP_INITIAL_POSES, TrainerConfig
+from nvs_ros.core.trainer_config import TrainerConfig
 
 ChainedPoses = Callable[[ImageSet], np.ndarray | None]
 """Camera-to-world of the keyframes chained by features (NaN rows: not placed), or None where the
@@ -71,10 +71,9 @@ def round_config(config: LiveSceneConfig, rounds: int, pose_start: str) -> Train
     """The trainer settings of a full round (the `rounds`-th so far), by time or by steps; a round
     started from chained features keeps those poses."""
     by_steps = config.round_iterations is not None
-    return replace(config.trainer, time_budget_s=None if by_steps else config.round_budget_s,
-                   iterations=config.round_iterations,
-                   device=config.device, seed=config.seed + rounds,
-                   **(KEEP_INITIAL_POSES if pose_start == "features" else {}))
+    trainer = replace(config.trainer, time_budget_s=None if by_steps else config.round_budget_s,
+                      iterations=config.round_iterations, device=config.device, seed=config.seed + rounds)
+    return trainer.keeping_initial_poses() if pose_start == "features" else trainer
 
 
 def round_start_poses(priors_N44: np.ndarray, chain: Callable[[], np.ndarray | None] | None,

@@ -1,7 +1,7 @@
 """The configuration of one reconstruction: budget, phases and learning rates, and the settings
 that a capture type or a pose start changes."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from nvs_ros.core.diffusion import DiffusionConfig
@@ -113,25 +113,24 @@ class TrainerConfig:
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     field: FieldConfig = field(default_factory=FieldConfig)
 
-
-FORWARD_SETTINGS = {"refine_fraction": 0.5, "lr_refine": 1e-2}
-"""Where the forward mode's best settings differ from the defaults (tuned on 360 captures).
-Measured on llff_fern (20 views, 64 px, 570 steps, seed 0): defaults RRA@15 1.00, CCA@0.1 0.55,
-median relative rotation error 1.6 degrees; refine_fraction 0.5 alone 1.00 / 0.55 / 1.0;
-with lr_refine 1e-2 too 1.00 / 1.00 / 0.8 (a longer, faster per-image twist refinement)."""
-
-
-KEEP_INITIAL_POSES = {"lr_refine": 0.0, "outlier_correction": False}
-"""Trainer settings for initial poses the photometric refinement would make worse (`--init
-features`, the live scene's chained start): the chained poses (SIFT tracks, bundle-adjusted)
-stay as they are and the field learns around them. Measured on dtu_scan65 (49 views, 400 px,
-300 s): the photometric refinement took the training views from 0.24 to 11.0 degrees median
-relative rotation error, and from the ground-truth poses to 10.2 (the 360 field does not model
-DTU's backdrop; with the images masked to white, 3.0): at 128 px it cannot match a bundle
-adjustment of 400 px features. The bundle adjustment's outlier rejection stands in for the
-correction's."""
+    def keeping_initial_poses(self) -> "TrainerConfig":
+        """These settings for initial poses the photometric refinement would make worse (`--init
+        features`, the live scene's chained start): the chained poses (SIFT tracks, bundle-adjusted)
+        stay as they are and the field learns around them. Measured on dtu_scan65 (49 views, 400 px,
+        300 s): the photometric refinement took the training views from 0.24 to 11.0 degrees median
+        relative rotation error, and from the ground-truth poses to 10.2 (the 360 field does not model
+        DTU's backdrop; with the images masked to white, 3.0): at 128 px it cannot match a bundle
+        adjustment of 400 px features. The bundle adjustment's outlier rejection stands in for the
+        correction's."""
+        return replace(self, lr_refine=0.0, outlier_correction=False)
 
 
-def config_for_mode(mode: Literal["360", "forward"], **settings) -> "TrainerConfig":
-    """A TrainerConfig for `mode` with that mode's best measured defaults, then `settings`."""
-    return TrainerConfig(mode=mode, **{**(FORWARD_SETTINGS if mode == "forward" else {}), **settings})
+def config_for_mode(mode: Literal["360", "forward"], **settings) -> TrainerConfig:
+    """A TrainerConfig for `mode` with that mode's best measured defaults, then `settings`.
+    Forward-facing captures refine longer and faster than the defaults (tuned on 360 captures):
+    measured on llff_fern (20 views, 64 px, 570 steps, seed 0), defaults RRA@15 1.00, CCA@0.1 0.55,
+    median relative rotation error 1.6 degrees; refine_fraction 0.5 alone 1.00 / 0.55 / 1.0; with
+    lr_refine 1e-2 too 1.00 / 1.00 / 0.8."""
+    defaults = TrainerConfig(mode=mode, refine_fraction=0.5, lr_refine=1e-2) if mode == "forward" \
+        else TrainerConfig(mode=mode)
+    return replace(defaults, **settings)

@@ -11,7 +11,7 @@ import pytest
 from nvs_ros.app.pose_start import LEARNT, PoseStart, initial_poses, resolve_pose_start
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.errors import InputError
-from nvs_ros.core.trainer_config import KEEP_INITIAL_POSES
+from nvs_ros.core.trainer_config import config_for_mode
 from nvs_ros.io.datasets import load_image_set
 from nvs_ros.io.output_folder import write_output_folder
 
@@ -29,7 +29,7 @@ def test_a_poses_file_starts_the_views_it_names(arc, tmp_path) -> None:
         K_N33=given.K_N33, sizes_N2=np.tile([given.width, given.height], (len(given), 1))), {"source": "test"})
     start = initial_poses(str(tmp_path / "given"), arc)
     assert start.start is PoseStart.POSES_FILE and start.prior_source == "poses file"
-    assert start.trainer_settings() == {} and start.learnt_alternative("360") is None
+    assert start.trainer_config("360") == config_for_mode("360") and start.learnt_alternative("360") is None
     c2w_N44 = start.c2w_N44
     np.testing.assert_allclose(c2w_N44[named], arc.c2w_N44[named], atol=1e-9)
     assert np.isnan(c2w_N44[[1, 4]]).all()
@@ -46,7 +46,9 @@ def test_features_are_chained_on_the_set_loaded_for_them(arc) -> None:
 def test_auto_starts_from_the_chain_where_it_places_half_of_the_views(arc) -> None:
     start = resolve_pose_start("auto", "bundled:room:arc", arc)
     assert start.start is PoseStart.FEATURES and start.request == "auto"
-    assert np.isfinite(start.c2w_N44).all() and start.trainer_settings() == KEEP_INITIAL_POSES
+    assert np.isfinite(start.c2w_N44).all()
+    kept = start.trainer_config("360", seed=3)  # chained poses are kept: no refinement, no correction
+    assert (kept.lr_refine, kept.outlier_correction, kept.seed) == (0.0, False, 3)
     assert start.learnt_alternative("360", seed=3).seed == 3  # chained poses are not kept blindly
     np.testing.assert_allclose(start.c2w_N44, initial_poses("features", arc).c2w_N44, atol=1e-9)
 
@@ -56,7 +58,7 @@ def test_auto_learns_the_poses_where_the_chain_places_too_few(arc) -> None:
     assert initial_poses("auto", arc, blank).c2w_N44 is None
     plain = load_image_set("bundled:object", max_side=64, views=8)  # white background, no texture
     start = resolve_pose_start("auto", "bundled:object", plain)
-    assert start.start is PoseStart.LEARNT and start.c2w_N44 is None and start.trainer_settings() == {}
+    assert start.start is PoseStart.LEARNT and start.c2w_N44 is None and start.trainer_config("360") == config_for_mode("360")
     assert initial_poses("none", plain) == LEARNT
 
 

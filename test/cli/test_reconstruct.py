@@ -126,7 +126,7 @@ def test_poses_file_gives_the_products_its_frame_and_scale(tmp_path):
 def test_chained_features_are_kept_as_the_poses_of_the_trained_views(tmp_path):
     """By default (--init auto) a textured capture starts from its chained features: the views
     trained on keep their chained poses up to the gauge (the bundle-adjusted chain is finer than
-    the photometric refinement, core.trainer_config.KEEP_INITIAL_POSES); a view the chain could not place is
+    the photometric refinement, TrainerConfig.keeping_initial_poses); a view the chain could not place is
     registered afterwards instead of trained on."""
     from nvs_ros.baselines.feature_chaining import chain_poses
     from nvs_ros.core.metrics import rotation_angle_deg
