@@ -68,6 +68,7 @@ class User:
 
 
 @pytest.mark.skipif(not TEMPLE.is_dir(), reason="../shared/data/middlebury_temple_ring is absent")
+@pytest.mark.timeout(LIMIT_S + 120)
 @pytest.mark.parametrize("recording", RECORDINGS)
 def test_a_recording_played_once_gives_tf_a_cloud_a_rendered_view_and_right_poses(recording, tmp_path, rclpy_context,
                                                                                    spin_until):
