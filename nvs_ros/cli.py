@@ -219,7 +219,8 @@ def run_play(args: argparse.Namespace) -> int:
     stats = play_bag(args.bag, rate=args.rate, loop=args.loop, clock=not args.no_clock,
                      topics=args.topics, delay_s=args.delay,
                      wait_for_subscribers_s=0.0 if args.no_wait else args.wait)
-    CONSOLE.print(f"published {stats.published} in {stats.wall_s:.1f} s ({stats.loops} passes)")
+    lost = f" (damaged bag: {stats.loss})" if stats.loss else ""
+    CONSOLE.print(f"published {stats.published} in {stats.wall_s:.1f} s ({stats.loops} passes){lost}")
     return EXIT_OK
 
 

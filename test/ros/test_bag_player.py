@@ -16,7 +16,8 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from nvs_ros.io.bag_writer import (DEFAULT_START_NS, image_message, serialize, tf_message,  # noqa: E402
                                    write_bag)
-from nvs_ros.io.bags import IMAGE_TYPE, TF_TYPE, TYPESTORE, open_reader  # noqa: E402
+from nvs_ros.io.bag_files import TYPESTORE, open_reader  # noqa: E402
+from nvs_ros.io.bags import IMAGE_TYPE, TF_TYPE  # noqa: E402
 from nvs_ros.io.bundled_scene import render_bundled_scene  # noqa: E402
 from nvs_ros.io.errors import BagError  # noqa: E402
 from nvs_ros.ros.bag_player import play_bag, replay_qos  # noqa: E402
