@@ -15,11 +15,11 @@ What was lost or rebuilt is `OpenBag.loss` (None for a sound bag); read_bag and 
 import heapq
 import logging
 import sqlite3
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from rosbags.convert.converter import LATCH, STATIC_MSGTYPE_RENAMES, is_same_wireformat, migrate_bytes
