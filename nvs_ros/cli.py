@@ -219,7 +219,8 @@ def run_play(args: argparse.Namespace) -> int:
     stats = play_bag(args.bag, rate=args.rate, loop=args.loop, clock=not args.no_clock,
                      topics=args.topics, delay_s=args.delay,
                      wait_for_subscribers_s=0.0 if args.no_wait else args.wait)
-    CONSOLE.print(f"published {stats.published} in {stats.wall_s:.1f} s ({stats.loops} passes)")
+    lost = f" (damaged bag: {stats.loss})" if stats.loss else ""
+    CONSOLE.print(f"published {stats.published} in {stats.wall_s:.1f} s ({stats.loops} passes){lost}")
     return EXIT_OK
 
 
@@ -275,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Per-scene training of the pose-distribution encoder and "
                               "radiance field (360-degree captures around a scene). Ground-truth poses "
                               "are never read by the estimator; intrinsics are.")
-    rec.add_argument("input", help=DATASET_HELP + ", or a ROS 2 bag")
+    rec.add_argument("input", help=DATASET_HELP + ", or a ROS bag (ROS 2 or ROS 1 .bag)")
     rec.add_argument("--out", required=True, help="output folder")
     rec.add_argument("--size", type=int, default=128, help="max image side loaded, pixels (default: 128)")
     rec.add_argument("--views", type=int, default=None, help="number of evenly spaced views (default: all)")
@@ -334,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="header.frame_id, an optical frame (default: camera_optical_frame)")
     bag_from.set_defaults(run=run_bag_from)
 
-    play = commands.add_parser("play", help="publish a ROS 2 bag with /clock (like ros2 bag play)")
-    play.add_argument("bag", help="bag folder (metadata.yaml) or .mcap / .db3 file")
+    play = commands.add_parser("play", help="publish a ROS 2 or ROS 1 bag with /clock (like ros2 bag play)")
+    play.add_argument("bag", help="bag folder (metadata.yaml), .mcap / .db3 file or ROS 1 .bag file")
     play.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default: 1)")
     play.add_argument("--loop", action="store_true", help="play again from the start when it ends")
     play.add_argument("--no-clock", action="store_true", help="do not publish /clock")

@@ -21,8 +21,9 @@ from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.rotations import quaternion_xyzw
+from nvs_ros.io.bag_files import TYPESTORE
 from nvs_ros.io.bags import (CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, CUSTOM_DATA_CAPTURE,
-                             DEFAULT_GT_TOPIC, IMAGE_TYPE, TF_TYPE, TYPESTORE)
+                             DEFAULT_GT_TOPIC, IMAGE_TYPE, TF_TYPE)
 from nvs_ros.io.errors import BagError
 from nvs_ros.io.image_decoding import HOST_IS_BIGENDIAN, encode_compressed, native_pixels
 

@@ -1,8 +1,10 @@
-"""Reading camera images from ROS 2 bags without a ROS install (rosbags, pure Python).
+"""Reading camera images from ROS bags without a ROS install (rosbags, pure Python).
 
-A bag is a rosbag2 folder (metadata.yaml + .db3 or .mcap files) or a single .mcap / .db3
-file. `BagSource` reads one camera lazily: it resolves the topics when opened and decodes only
-the image messages asked for, in the bag's time order. `read_bag` builds an ImageSet from it.
+A bag is a rosbag2 folder (metadata.yaml + .db3 or .mcap files), a single .mcap / .db3 file or a
+ROS 1 .bag; a damaged one is read as far as it is intact (`io.bag_files`: the loss is in
+`BagFrames.loss` and logged once). `BagSource` reads one camera lazily: it resolves the topics
+when opened and decodes only the image messages asked for, in the bag's time order. `read_bag`
+builds an ImageSet from it.
 
 Topics: the image topic carries sensor_msgs/msg/Image or CompressedImage; when not named it is
 the bag's only image topic (an image_transport pair `X` + `X/compressed` counts as one camera:
@@ -19,7 +21,6 @@ a warning and counted; a bag where none can be used raises BagError.
 """
 
 import logging
-import sqlite3
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,39 +29,27 @@ from typing import Any
 
 import numpy as np
 from rosbags.interfaces import Connection
-from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.serde import SerdeError
-from rosbags.typesys import Stores, get_typestore
 
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices
 from nvs_ros.core.rotations import rotation_matrix
+from nvs_ros.io.bag_files import TYPESTORE, BagLoss, OpenBag, open_reader, read_messages
 from nvs_ros.io.errors import BagError
 from nvs_ros.io.image_decoding import ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8
 from nvs_ros.io.image_files import downscale, rescale_intrinsics
 
 log = logging.getLogger(__name__)
 
-TYPESTORE = get_typestore(Stores.ROS2_KILTED)
-"""Message definitions for (de)serializing; sensor_msgs and tf2_msgs are stable across distros."""
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 TF_TYPE = "tf2_msgs/msg/TFMessage"
 DEFAULT_GT_TOPIC = "/ground_truth/tf"
-BAG_SUFFIXES = (".mcap", ".db3")
 CUSTOM_DATA_CAPTURE = "nvs_ros.capture"
 """metadata.yaml custom_data key where `write_bag` records ImageSet.capture."""
 GT_TOLERANCE_NS = 1_000_000
 """A ground-truth transform further than this (1 ms) from an image's stamp is not its pose."""
 _MAX_SKIP_WARNINGS = 10
-
-
-def is_bag(path: str | Path) -> bool:
-    """True for a rosbag2 folder (holds metadata.yaml) or a .mcap / .db3 file."""
-    path = Path(path)
-    if path.is_dir():
-        return (path / "metadata.yaml").is_file()
-    return path.is_file() and path.suffix in BAG_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -92,6 +81,8 @@ class BagFrames:
     image_topic: str
     camera_info_topic: str | None
     """None when the intrinsics were given."""
+    loss: BagLoss | None = None
+    """What a damaged bag lost (None: nothing); read_bag logs it as one warning."""
 
 
 class BagSource:
@@ -111,7 +102,7 @@ class BagSource:
         self.path = Path(path)
         self._requested = (image_topic, camera_info_topic, gt_topic)
         self._K_33 = None if K_33 is None else _checked_K(K_33)
-        self._reader: Reader | None = None
+        self._reader: OpenBag | None = None
         self.skipped = 0
         """Selected image messages skipped so far (undecodable, not colour, wrong size)."""
         self._warned_distortion = False
@@ -137,8 +128,7 @@ class BagSource:
     @property
     def capture(self) -> str:
         """ImageSet.capture recorded by `write_bag`, else "unknown"."""
-        custom = getattr(self._open_reader().storage.metadata, "custom", None) or {}
-        value = custom.get(CUSTOM_DATA_CAPTURE, "unknown")
+        value = self._open_reader().custom.get(CUSTOM_DATA_CAPTURE, "unknown")
         return value if value in ("360", "forward") else "unknown"
 
     def frames(self, indices: Collection[int] | None = None) -> Iterator[BagFrame]:
@@ -232,7 +222,12 @@ class BagSource:
 
     # --- messages -----------------------------------------------------------------------
 
-    def _open_reader(self) -> Reader:
+    @property
+    def loss(self) -> BagLoss | None:
+        """What the bag lost, when damaged (see io.bag_files)."""
+        return self._open_reader().loss
+
+    def _open_reader(self) -> OpenBag:
         if self._reader is None:
             raise BagError(f"{self.path}: BagSource is not open (use it in a with statement)")
         return self._reader
@@ -292,33 +287,6 @@ class BagSource:
         return BagFrame(index, stamp_ns, frame_id, image_HW3, K_33)
 
 
-def open_reader(path: str | Path) -> Reader:
-    """An open rosbags Reader for a bag folder or .mcap / .db3 file; BagError if it cannot be read."""
-    path = Path(path)
-    if not path.exists():
-        raise BagError(f"{path} does not exist")
-    if not is_bag(path):
-        raise BagError(f"{path} is not a ROS 2 bag (a folder with metadata.yaml, or a "
-                       f"{' / '.join(BAG_SUFFIXES)} file)")
-    try:
-        reader = Reader(path)
-        reader.open()
-    except (ReaderError, sqlite3.Error, OSError, EOFError, KeyError, ValueError) as err:
-        raise BagError(f"{path}: cannot open the bag (truncated or corrupt?): {err}") from err
-    return reader
-
-
-def read_messages(reader: Reader, connections: Collection[Connection],
-                  path: str | Path) -> Iterator[tuple[Connection, int, Any]]:
-    """(connection, bag time ns, raw CDR) of `connections` in time order; read errors as BagError."""
-    if not connections:
-        return
-    try:
-        yield from reader.messages(connections=connections)
-    except (ReaderError, sqlite3.Error, OSError, EOFError) as err:
-        raise BagError(f"{path}: cannot read the bag (truncated or corrupt?): {err}") from err
-
-
 def read_bag(path: str | Path, *, image_topic: str | None = None,
              camera_info_topic: str | None = None, K_33: np.ndarray | None = None,
              gt_topic: str | None = DEFAULT_GT_TOPIC, max_frames: int | None = None,
@@ -337,6 +305,8 @@ def read_bag(path: str | Path, *, image_topic: str | None = None,
         raise BagError(f"every_nth must be >= 1, got {every_nth}")
     with BagSource(path, image_topic=image_topic, camera_info_topic=camera_info_topic,
                    K_33=K_33, gt_topic=gt_topic) as source:
+        if source.loss is not None:
+            log.warning("%s: damaged bag, reading what is intact: %s", path, source.loss)
         count = source.image_count()
         if count == 0:
             raise BagError(f"{path}: image topic {source.image_topic} has no messages")
@@ -359,7 +329,7 @@ def read_bag(path: str | Path, *, image_topic: str | None = None,
             K_N33=np.stack([f.K_33 for f in frames]),
             c2w_N44=c2w_N44, capture=source.capture, source=str(path))
         return BagFrames(image_set, stamps_N, np.array([f.index for f in frames]), source.skipped,
-                         source.image_topic, source.camera_info_topic)
+                         source.image_topic, source.camera_info_topic, source.loss)
 
 
 def _read_frames(source: BagSource, selected_N: np.ndarray, max_side: int | None,

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nvs_ros.core.image_set import ImageSet
-from nvs_ros.io.bags import is_bag, read_bag
+from nvs_ros.io.bag_files import is_bag
+from nvs_ros.io.bags import read_bag
 from nvs_ros.io.dtu import is_dtu, load_dtu
 from nvs_ros.io.errors import DatasetError
 from nvs_ros.io.image_files import list_images
@@ -30,23 +31,24 @@ FORMATS: dict[str, str] = {
     "dtu": "cameras_sphere.npz + image_half/ or image/, mask_half/ (DTU, IDR/NeuS layout)",
     "middlebury": "<set>_par.txt + PNGs (Middlebury multi-view stereo)",
     "image_folder": "png/jpg/jpeg files, optional camera.yaml or intrinsics.txt (no ground truth)",
-    "ros2_bag": "ROS 2 bag: folder with metadata.yaml, or one .mcap/.db3 file (Image or "
-                "CompressedImage + CameraInfo; ground truth: TFMessage on /ground_truth/tf)",
+    "ros_bag": "ROS bag: rosbag2 folder (metadata.yaml, or .mcap/.db3 files without it), one .mcap/.db3 "
+               "file or a ROS 1 .bag, damaged ones as far as intact (Image or "
+               "CompressedImage + CameraInfo; ground truth: TFMessage on /ground_truth/tf)",
 }
 
 
 def describe_formats() -> str:
     """The supported sources in one line, for error messages (FORMATS says more of each)."""
     return ("a NeRF-synthetic (transforms_*.json), LLFF (poses_bounds.npy), DTU (cameras_sphere.npz) or "
-            "Middlebury (*_par.txt) folder, a folder of png/jpg images, a ROS 2 bag (metadata.yaml, .mcap, "
-            f".db3) or {BUNDLED}[:{'|'.join(BUNDLED_VARIANTS)}[:{'|'.join(BUNDLED_PATHS)}]]")
+            "Middlebury (*_par.txt) folder, a folder of png/jpg images, a ROS bag (metadata.yaml, .mcap, "
+            f".db3, .bag) or {BUNDLED}[:{'|'.join(BUNDLED_VARIANTS)}[:{'|'.join(BUNDLED_PATHS)}]]")
 
 
 def detect_format(folder: str | Path) -> str:
     """The key in FORMATS of the dataset in `folder`; a DatasetError if there is none."""
     folder = Path(folder)
     if is_bag(folder):
-        return "ros2_bag"
+        return "ros_bag"
     if not folder.is_dir():
         raise DatasetError(f"{folder} is neither a folder nor a bag; give {describe_formats()}")
     if is_nerf_synthetic(folder):
@@ -81,7 +83,7 @@ def load_image_set(source: str | Path, max_side: int | None = None, views: int |
         return load_nerf_synthetic(folder, split=split, max_side=max_side, views=views)
     if split != "train":
         raise DatasetError(f"{folder} ({kind}) has no {split!r} split; only 'train' (all views)")
-    if kind == "ros2_bag":  # topics auto-detected; the CLI's bag options call read_bag directly
+    if kind == "ros_bag":  # topics auto-detected; the CLI's bag options call read_bag directly
         return read_bag(folder, max_side=max_side, max_frames=views).image_set
     loaders: dict[str, Callable[..., ImageSet]] = {
         "llff": load_llff, "dtu": load_dtu, "middlebury": load_middlebury,

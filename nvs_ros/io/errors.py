@@ -16,7 +16,7 @@ class OutputFolderError(NvsIOError):
 
 
 class BagError(NvsIOError):
-    """A ROS 2 bag cannot be read or written, or holds no usable images (the message says why)."""
+    """A ROS bag cannot be read or written, or holds no usable images (the message says why)."""
 
 
 class SceneCheckpointError(NvsIOError):

@@ -1,9 +1,11 @@
-"""Publishing a ROS 2 bag into the ROS graph with /clock: `ros2 bag play` for machines without it.
+"""Publishing a ROS bag into the ROS graph with /clock: `ros2 bag play` for machines without it.
 
 Every topic of the bag (or the ones asked for) is published at its recorded timing, scaled by
 `rate`, as the raw CDR bytes from the bag: no deserialization, so any message type whose Python
 package is installed plays (topics of other types are skipped with a warning). The bag is read
-with rosbags (`nvs_ros.io.bags`), .db3 or .mcap, folder or single file.
+by `nvs_ros.io.bag_files`: .db3 or .mcap, folder or single file, or a ROS 1 .bag (its messages
+converted to the ROS 2 types of the same name); a damaged bag plays what is intact, and
+`PlayStats.loss` says what was lost.
 
 /clock (rosgraph_msgs/msg/Clock) carries the bag time: set to a message's recorded time just
 before it is published, and ticking at `clock_hz` in between, so nodes with use_sim_time see
@@ -37,7 +39,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosbags.interfaces import Connection, QosDurability
 from rosgraph_msgs.msg import Clock
 
-from nvs_ros.io.bags import CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, open_reader, read_messages
+from nvs_ros.io.bag_files import BagLoss, OpenBag, open_reader, read_messages
+from nvs_ros.io.bags import CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, IMAGE_TYPE
 from nvs_ros.io.errors import BagError
 from nvs_ros.ros.transforms import ns_to_stamp
 
@@ -69,6 +72,8 @@ class PlayStats:
     loops: int = 0
     """Complete passes over the bag."""
     wall_s: float = 0.0
+    loss: BagLoss | None = None
+    """What a damaged bag lost (None: nothing)."""
 
 
 def play_bag(path: str | Path, *, rate: float = 1.0, loop: bool = False, clock: bool = True,
@@ -90,6 +95,8 @@ def play_bag(path: str | Path, *, rate: float = 1.0, loop: bool = False, clock: 
         context = Context()
         rclpy.init(context=context)
     reader = open_reader(path)
+    if reader.loss is not None:
+        log.warning("%s: damaged bag, playing what is intact: %s", path, reader.loss)
     try:
         node = Node(node_name, context=context)
         try:
@@ -125,10 +132,10 @@ def replay_qos(topic: str, connections: list[Connection]) -> QoSProfile:
                       durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
 
-def _play(node: Node, reader, path: str | Path, rate: float, loop: bool, clock: bool,
+def _play(node: Node, reader: OpenBag, path: str | Path, rate: float, loop: bool, clock: bool,
           clock_period_s: float, topics: Collection[str] | None, delay_s: float,
           wait_for_subscribers_s: float, stop: threading.Event) -> PlayStats:
-    stats = PlayStats()
+    stats = PlayStats(loss=reader.loss)
     connections = _selected(reader.connections, topics, path)
     publishers = _publishers(node, connections, stats)
     if not publishers:
@@ -199,7 +206,7 @@ def _wait_for_subscribers(publishers: list[Publisher], timeout_s: float, stop: t
     return False
 
 
-def _play_once(reader, connections: list[Connection], path: str | Path,
+def _play_once(reader: OpenBag, connections: list[Connection], path: str | Path,
                publishers: dict[str, Publisher], clock_pub: Publisher | None, rate: float,
                clock_period_s: float, stop: threading.Event, stats: PlayStats) -> bool:
     """One pass over the bag; False when stopped before its end."""

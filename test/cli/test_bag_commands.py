@@ -1,6 +1,7 @@
 """bag-from, eval on a bag, and play into a running nvs_node: the commands as users run them."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,22 @@ def test_bag_from_writes_frames_intrinsics_and_ground_truth(room_bag):
     assert frames.image_topic == "/camera/image_raw"
     again = run("nvs-ros", "bag-from", "bundled", str(room_bag), "--size", "32", "--views", "6")
     assert again.returncode == 1 and "exist" in again.stderr
+
+
+def test_a_damaged_bag_is_read_with_a_one_line_report(room_bag, tmp_path):
+    bag = tmp_path / "cut"
+    shutil.copytree(room_bag, bag)
+    mcap = next(bag.glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])  # inside its one chunk
+    result = run("nvs-ros", "bag-from", str(bag), str(tmp_path / "rewritten"))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    reports = [line for line in result.stderr.splitlines() if "damaged bag" in line]
+    assert len(reports) == 1 and "lost" in reports[0], result.stderr
+    assert 0 < len(read_bag(tmp_path / "rewritten").image_set) < 6
+    (tmp_path / "garbage.mcap").write_bytes(b"\x89MCAP0\r\n" + bytes(100))
+    garbage = run("nvs-ros", "bag-from", str(tmp_path / "garbage.mcap"), str(tmp_path / "none"))
+    assert garbage.returncode == 1 and "Traceback" not in garbage.stderr
+    assert len(garbage.stderr.strip().splitlines()) == 1, garbage.stderr
 
 
 def test_demo_output_of_a_bag_is_scored_against_its_ground_truth(room_bag, tmp_path):

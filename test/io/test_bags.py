@@ -11,8 +11,8 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from nvs_ros.core.cameras import intrinsics_matrix, scale_intrinsics
 from nvs_ros.io.bag_writer import (DEFAULT_START_NS, camera_info_message, compressed_image_message,
                                    image_message, serialize, write_bag)
-from nvs_ros.io.bags import (CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, TYPESTORE,
-                             BagSource, is_bag, read_bag)
+from nvs_ros.io.bag_files import TYPESTORE, is_bag
+from nvs_ros.io.bags import CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, BagSource, read_bag
 from nvs_ros.io.bundled_scene import render_bundled_scene
 from nvs_ros.io.errors import BagError
 from nvs_ros.io.image_files import downscale
@@ -173,21 +173,11 @@ def test_empty_and_imageless_bags(scene, tmp_path):
         read_bag(write_custom_bag(tmp_path / "no_images", no_images, StoragePlugin.SQLITE3))
 
 
-@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_truncated_bag_is_a_bag_error(scene, tmp_path, storage):
-    bag = write_bag(scene, tmp_path / "bag", storage=storage)
-    storage_file = bag_file(bag, storage)
-    storage_file.write_bytes(storage_file.read_bytes()[: storage_file.stat().st_size // 2])
-    for path in (bag, storage_file):
-        with pytest.raises(BagError, match="truncated or corrupt"):
-            read_bag(path)
-
-
 def test_not_a_bag(tmp_path):
     with pytest.raises(BagError, match="does not exist"):
         read_bag(tmp_path / "missing.mcap")
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(BagError, match="not a ROS 2 bag"):
+    with pytest.raises(BagError, match="not a ROS bag"):
         read_bag(tmp_path / "notes.txt")
     assert not is_bag(tmp_path) and not is_bag(tmp_path / "notes.txt")
     (tmp_path / "x.mcap").write_bytes(b"not an mcap at all")

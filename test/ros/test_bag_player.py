@@ -1,4 +1,5 @@
-"""nvs_ros.ros.bag_player: a bag written from the bundled scene, played over DDS with /clock."""
+"""nvs_ros.ros.bag_player: a bag written from the bundled scene, played over DDS with /clock;
+the same as a ROS 1 bag, and cut short."""
 
 import threading
 import time
@@ -8,6 +9,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from rclpy.node import Node  # noqa: E402
+from ros1_bag import write_ros1_bag  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
@@ -16,7 +18,8 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from nvs_ros.io.bag_writer import (DEFAULT_START_NS, image_message, serialize, tf_message,  # noqa: E402
                                    write_bag)
-from nvs_ros.io.bags import IMAGE_TYPE, TF_TYPE, TYPESTORE, open_reader  # noqa: E402
+from nvs_ros.io.bag_files import TYPESTORE, open_reader  # noqa: E402
+from nvs_ros.io.bags import IMAGE_TYPE, TF_TYPE  # noqa: E402
 from nvs_ros.io.bundled_scene import render_bundled_scene  # noqa: E402
 from nvs_ros.io.errors import BagError  # noqa: E402
 from nvs_ros.ros.bag_player import play_bag, replay_qos  # noqa: E402
@@ -156,3 +159,33 @@ def test_without_subscribers_it_plays_after_the_timeout_with_a_warning(scene, tm
     assert time.monotonic() - started >= 0.5
     assert stats.published == {"/camera/image_raw": 6}
     assert "no subscriber on ['/camera/image_raw'] after 0.5 s: playing anyway" in caplog.text
+
+
+def test_a_ros1_bag_plays_as_ros2_messages(scene, tmp_path, rclpy_context, spin_until):
+    bag = write_ros1_bag(scene, tmp_path / "room.bag", rate_hz=RATE_HZ)
+    node = Node("ros1_bag_player_test", context=rclpy_context)
+    got = {"image": [], "info": [], "gt": []}
+    node.create_subscription(Image, "/camera/image_raw", got["image"].append, KEEP_ALL)
+    node.create_subscription(CameraInfo, "/camera/camera_info", got["info"].append, KEEP_ALL)
+    node.create_subscription(TFMessage, "/ground_truth/tf", got["gt"].append, KEEP_ALL)
+    player = PlayerThread(bag, wait_for_subscribers_s=TIMEOUT_S, clock=False)
+    player.start()
+    done = spin_until(node, lambda: all(len(v) == 6 for v in got.values()), TIMEOUT_S)
+    stats = player.finish()
+    assert done, {key: len(value) for key, value in got.items()}
+    np.testing.assert_array_equal(np.stack([image_msg_to_rgb8(m) for m in got["image"]]), scene.images_NHW3)
+    np.testing.assert_array_equal(np.stack([np.reshape(m.k, (3, 3)) for m in got["info"]]), scene.K_N33)
+    c2w = np.stack([transform_to_matrix(m.transforms[0]) for m in got["gt"]])
+    np.testing.assert_allclose(c2w, scene.c2w_N44, atol=1e-9)
+    assert stats.loss is None and sum(stats.published.values()) == 18
+
+
+def test_a_cut_bag_plays_what_is_intact(scene, tmp_path, caplog):
+    bag = write_bag(scene, tmp_path / "bag", rate_hz=RATE_HZ)
+    mcap = next(bag.glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])  # inside its one chunk
+    with caplog.at_level("WARNING", logger="nvs_ros.ros.bag_player"):
+        stats = play_bag(bag, rate=10.0, clock=False)
+    assert stats.loss is not None and sum(stats.published.values()) == stats.loss.messages_read
+    assert stats.loss.messages_lost == 18 - stats.loss.messages_read > 0
+    assert "damaged bag, playing what is intact" in caplog.text
