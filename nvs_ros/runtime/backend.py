@@ -12,11 +12,13 @@ from typing import Literal, Protocol
 
 from torch import Tensor
 
+from nvs_ros.core.errors import NvsError
+
 BackendName = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(NvsError, RuntimeError):
     """A backend cannot run here (its library, a GPU or an operator is missing); the message says which."""
 
 

@@ -59,6 +59,7 @@ def cached_engine(cache_dir: Path, key: EngineKey, build: Callable[[], bytes], f
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    # io.output_folder.write_atomic, plus fsync (an engine is large); runtime sits below io
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:

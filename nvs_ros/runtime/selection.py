@@ -60,6 +60,19 @@ def open_backend(graph: Graph, config: RuntimeConfig) -> InferenceBackend:
     raise AssertionError("torch always runs")
 
 
+def check_available(config: RuntimeConfig) -> None:
+    """BackendUnavailable now, at start-up, where the backend named in `config` cannot run here
+    (its library or a CUDA device is missing); "auto" and "torch" always pass."""
+    import torch
+
+    if config.backend == "onnxruntime":
+        _optional.onnxruntime()
+    elif config.backend == "tensorrt":
+        _optional.tensorrt()
+        if not (config.device.startswith("cuda") and torch.cuda.is_available()):
+            raise BackendUnavailable(f"tensorrt needs a CUDA device; device is {config.device!r}")
+
+
 def _onnxruntime(model: bytes, graph: Graph, config: RuntimeConfig) -> InferenceBackend:
     if config.device.startswith("cuda") and config.backend == "auto" \
             and not set(GPU_PROVIDERS) & set(_optional.onnxruntime().get_available_providers()):
