@@ -6,6 +6,8 @@ Examples:
     nvs-ros reconstruct ../shared/data/nerf_synthetic_chair --size 64 --out runs/chair
     nvs-ros eval runs/temple --gt ../shared/data/middlebury_temple_ring
     nvs-ros register runs/chair new_frame.png      # pose new frames in a reconstructed scene
+    nvs-ros register runs/chair new_frame.png --backend onnxruntime
+    nvs-ros export runs/chair --format onnx         # encoder.onnx, field.onnx, manifest.json
     nvs-ros bag-from bundled out/room_bag --size 64 --views 24   # any dataset -> ROS 2 bag
     nvs-ros play out/room_bag --rate 0.5 --loop                  # publish it with /clock
 """
@@ -22,6 +24,7 @@ from rich.logging import RichHandler
 
 from nvs_ros import __version__
 from nvs_ros.app.demo import demo_config, ground_truth_estimates, run_colmap_baseline
+from nvs_ros.app.export import EXPORT_FORMATS
 from nvs_ros.core.errors import NvsError
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.io.bag_writer import STORAGES, write_bag
@@ -31,6 +34,7 @@ from nvs_ros.io.evaluation import evaluate_output_folder, write_metrics
 from nvs_ros.io.image_folder import write_image_folder
 from nvs_ros.io.metrics_table import metrics_table
 from nvs_ros.io.output_folder import read_poses, read_run_info, write_output_folder
+from nvs_ros.runtime.backend import BACKENDS
 
 log = logging.getLogger("nvs_ros.cli")
 # Tables must stay readable when piped into a log, where rich would assume 80 columns.
@@ -185,12 +189,15 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 def run_register(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from nvs_ros.app.frame_registration import register_images, write_registrations
+    from nvs_ros.app.frame_registration import register_images, use_backend, write_registrations
     from nvs_ros.io.scene_checkpoint import load_scene
+    from nvs_ros.runtime.backend import RuntimeConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
     scene = load_scene(Path(args.scene_dir), device=args.device)
+    backend = use_backend(scene, RuntimeConfig(backend=args.backend, device=args.device, threads=args.threads or 0))
+    CONSOLE.print(f"encoder pass on {backend}")
     results = register_images(scene, [Path(p) for p in args.images])
     table = Table(title=f"Frames registered into {args.scene_dir}")
     for column in ["image", "accepted", "confidence", "camera centre (x, y, z)", "ms"]:
@@ -202,6 +209,17 @@ def run_register(args: argparse.Namespace) -> int:
     if args.out:
         write_registrations(Path(args.out), Path(args.scene_dir), results)
     return EXIT_OK if all(r.accepted for r in results) else EXIT_REJECTED
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from nvs_ros.app.export import export_scene
+
+    out = Path(args.out) if args.out else Path(args.scene_dir) / "export" / args.format
+    manifest = export_scene(Path(args.scene_dir), out, args.format)
+    for item in manifest["files"]:
+        CONSOLE.print(f"{out / item['file']}: {item['graph']}, opset {item['opset']}")
+    CONSOLE.print(f"manifest: {out / 'manifest.json'}")
+    return EXIT_OK
 
 
 def run_bag_from(args: argparse.Namespace) -> int:
@@ -312,7 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--out", default=None, help="write the poses to this JSON file")
     register.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="torch device (default: cpu)")
     register.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    register.add_argument("--backend", choices=BACKENDS, default="auto",
+                          help="what runs the encoder pass: auto picks the fastest available here and logs why "
+                          "(TensorRT, then ONNX Runtime, then torch); a named one that cannot run is an error "
+                          "(default: auto)")
     register.set_defaults(run=run_register)
+
+    export = commands.add_parser("export", help="export a reconstructed scene's networks for other runtimes",
+                                 description="Writes the scene's inference graphs (the encoder pass, the field's "
+                                 "point query) as ONNX files into OUT (default: SCENE_DIR/export/onnx) with "
+                                 "manifest.json: names, shapes (-1: dynamic), dtypes, opset and the sha256 of the "
+                                 "scene checkpoint they came from. TensorRT engines are built from these where "
+                                 "they run (`register --backend tensorrt`): they depend on the GPU.")
+    export.add_argument("scene_dir", help="a `reconstruct` output folder (holds scene.pt)")
+    export.add_argument("--format", choices=sorted(EXPORT_FORMATS), default="onnx", help="(default: onnx)")
+    export.add_argument("--out", default=None, help="folder to write (default: SCENE_DIR/export/FORMAT)")
+    export.set_defaults(run=run_export)
 
     bag_from = commands.add_parser("bag-from", help="write a dataset as a ROS 2 bag",
                                    description="Images (sensor_msgs/Image rgb8, or JPEG "

@@ -3,13 +3,16 @@ encoder pass, a ranking of candidate poses and a direct alignment to the field p
 (core.registration, core.direct_alignment), with a confidence; frames that do not belong to the scene
 are rejected, not forced into it.
 
+The encoder pass runs on the backend a RuntimeConfig chooses (nvs_ros.runtime: torch, ONNX
+Runtime, TensorRT; `auto` by default); the rest of the registration runs in torch.
+
 Intrinsics: the scene's training camera, rescaled to each image's size (the same camera at
 another resolution), unless given.
 """
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,8 @@ import numpy as np
 from nvs_ros.core.scene import Scene
 from nvs_ros.io.image_files import read_image, rescale_intrinsics
 from nvs_ros.io.output_folder import write_json
+from nvs_ros.runtime.backend import RuntimeConfig
+from nvs_ros.runtime.encoder_pass import encoder_pass
 
 _log = logging.getLogger(__name__)
 
@@ -29,6 +34,14 @@ class FrameResult:
     accepted: bool
     latency_s: float
     """Wall time of the registration alone (decoding the file excluded)."""
+
+
+def use_backend(scene: Scene, config: RuntimeConfig) -> str:
+    """Register the scene's frames with its encoder pass on the backend `config` chooses
+    (BackendUnavailable where one named explicitly cannot run); returns which ran, for people."""
+    chosen = encoder_pass(scene.engine, replace(config, device=str(scene.engine.field.grid.device)))
+    scene.encoder_pass = chosen
+    return chosen.description
 
 
 def register_images(scene: Scene, paths: list[Path], K_33: np.ndarray | None = None) -> list[FrameResult]:

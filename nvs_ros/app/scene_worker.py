@@ -29,10 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from nvs_ros.core.diffusion import GenerativeLifting
 from nvs_ros.core.live_scene import KeyframePoses, LiveScene, LiveStatus
 from nvs_ros.core.live_scene_config import LiveSceneConfig
 from nvs_ros.core.round_planning import ChainedPoses
 from nvs_ros.app.scene_saving import save_scene_products
+from nvs_ros.runtime.backend import RuntimeConfig
+from nvs_ros.runtime.encoder_pass import BackendEncoderPass, encoder_pass
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +155,9 @@ class WorkerStats:
     failing: bool = False
     """The last step failed (last_error says why); cleared by the next step that succeeds."""
     status: LiveStatus | None = None
+    inference_backend: str = "torch"
+    """What runs the registration's encoder pass (tracking and new keyframes): "onnxruntime
+    (CPUExecutionProvider)"; chosen anew each round (runtime.selection)."""
 
 
 class SceneWorker:
@@ -159,14 +165,17 @@ class SceneWorker:
 
     def __init__(self, config: LiveSceneConfig, *, slice_s: float = 1.0, queue_size: int = 16,
                  cloud_points: int = 20000, on_products: Callable[[], None] = lambda: None,
-                 run_info: dict | None = None, chained_poses: ChainedPoses | None = None) -> None:
+                 run_info: dict | None = None, chained_poses: ChainedPoses | None = None,
+                 runtime: RuntimeConfig | None = None) -> None:
+        """`runtime`: the backend of the registration's encoder pass (None: the engine's torch module)."""
         self.config = config
         self.slice_s = slice_s
         self.cloud_points = cloud_points
         self.stats = WorkerStats()
         self._on_products = on_products
         self._run_info = run_info or {}
-        self._scene = LiveScene(config, chained_poses)
+        self._runtime = runtime
+        self._scene = LiveScene(config, chained_poses, None if runtime is None else self._encoder_pass)
         self._queue: deque[QueuedKeyframe] = deque()
         self._queue_size = queue_size
         self._render: RenderRequest | None = None
@@ -404,6 +413,12 @@ class SceneWorker:
         stats.tracking_latency_s_total += tracked.latency_s
         stats.last_tracking_confidence = tracked.confidence
         self._deliver(Outbox(tracked=tracked))
+
+    def _encoder_pass(self, engine: GenerativeLifting) -> BackendEncoderPass:
+        """A round's encoder on the configured backend (its export and start take ~1 s, once per round)."""
+        chosen = encoder_pass(engine, self._runtime)
+        self.stats.inference_backend = chosen.description
+        return chosen
 
     def _save(self, folder: Path) -> str:
         if not self._scene.ready:

@@ -43,12 +43,14 @@ import torch
 
 from nvs_ros.core.appearance import thumbnails
 from nvs_ros.core.cameras import scale_intrinsics
+from nvs_ros.core.diffusion import GenerativeLifting
 from nvs_ros.core.errors import InputError, NotReadyError
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices, resize_images
 from nvs_ros.core.joint_refinement import JointRefinement
 from nvs_ros.core.live_scene_config import MIN_PRIOR_BASELINE, PRIOR_SOURCE, LiveSceneConfig
 from nvs_ros.core.pose_prior import PriorAlignment, align_to_prior
 from nvs_ros.core.products import point_cloud
+from nvs_ros.core.registration import EncoderPass
 from nvs_ros.core.round_planning import (ChainedPoses, chain_left_too_many, regrown, round_config, round_start_poses,
                                          usable_priors, waiting_for)
 from nvs_ros.core.scene import Scene
@@ -126,11 +128,15 @@ class _Keyframe:
 
 
 class LiveScene:
-    def __init__(self, config: LiveSceneConfig = LiveSceneConfig(), chained_poses: ChainedPoses | None = None) -> None:
+    def __init__(self, config: LiveSceneConfig = LiveSceneConfig(), chained_poses: ChainedPoses | None = None,
+                 encoder_passes: Callable[[GenerativeLifting], EncoderPass] | None = None) -> None:
         """`chained_poses`: the feature chain a full round starts from where the keyframes have
-        too few priors (given by the caller: core does not depend on OpenCV); None: learn them."""
+        too few priors (given by the caller: core does not depend on OpenCV); None: learn them.
+        `encoder_passes`: what runs each round's encoder when frames are registered (a runtime
+        backend, made once per round: the encoder is trained in rounds only); None: torch."""
         self.config = config
         self._chained_poses = chained_poses
+        self._encoder_passes = encoder_passes
         self.reset()
 
     def reset(self) -> None:
@@ -306,6 +312,8 @@ class LiveScene:
                              initial_c2w_N44=initial_c2w_N44)
         self._scene = Scene.from_training(result.engine, result.config, image_set.names, image_set.images_NHW3,
                                           image_set.K_N33, result.c2w_N44)
+        if self._encoder_passes is not None:
+            self._scene.encoder_pass = self._encoder_passes(result.engine)
         self._posed = posed
         self._confidence = [0.0 if out else float(c) for c, out in zip(result.confidence_N, result.outlier_N)]
         self._verdict = result.verdict

@@ -9,7 +9,7 @@ average image); with K >= 8 every anchor stays in use (measured, see the finding
 Forward-facing captures use the same backbone with one twist per image (core.forward_poses).
 
 Everything here is standard ONNX ops (conv, GroupNorm, SiLU, bilinear resize, tanh, sigmoid,
-softmax), so the encoder exports with `torch.onnx.export` at opset >= 16.
+softmax), so the encoder exports to ONNX at opset >= 16 (nvs_ros.runtime.graph).
 """
 
 import math
@@ -131,15 +131,3 @@ class PoseEncoder(nn.Module):
                                             self.config.orbit)
         return PoseHypotheses(azimuth_BK, elevation_BK, out_BK3[..., 2])
 
-
-class ExportablePoseEncoder(nn.Module):
-    """Wraps a PoseEncoder so that forward returns plain tensors (what ONNX export needs):
-    (azimuth_BK, elevation_BK, probs_BK)."""
-
-    def __init__(self, encoder: PoseEncoder) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, images_B3HW: Tensor, t_frac_B: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        hyp = self.encoder(images_B3HW, t_frac_B)
-        return hyp.azimuth_BK, hyp.elevation_BK, hyp.probs_BK

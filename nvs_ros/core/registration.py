@@ -19,6 +19,7 @@ Frames below `min_confidence` are rejected, not forced into the scene.
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,11 +28,18 @@ from torch import Tensor
 from nvs_ros.core import cameras
 from nvs_ros.core.diffusion import GenerativeLifting
 from nvs_ros.core.direct_alignment import align_the_best
+from nvs_ros.core.forward_poses import ForwardHypotheses
 from nvs_ros.core.orbit_poses import anchor_angles
+from nvs_ros.core.pose_encoder import PoseHypotheses
 from nvs_ros.core.refine_config import RefineConfig
 from nvs_ros.core.render_compare import candidate_errors, view_residuals
 
 FORWARD_TURN_DEG = 10.0
+
+EncoderPass = Callable[[Tensor], PoseHypotheses | ForwardHypotheses]
+"""What runs the encoder at inference: images (B, 3, S, S) in [0, 1] at the encoder's input size
+-> its hypotheses at t = 0 (`GenerativeLifting.predict`, or a runtime backend's copy of it:
+nvs_ros.runtime)."""
 
 
 @dataclass
@@ -64,7 +72,8 @@ def confidence_from_contrast(contrast_B: Tensor, config: RefineConfig) -> Tensor
 
 def register_frames(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tensor, reference_psnr: float,
                     config: RefineConfig = RefineConfig(), prior_c2w_B44: Tensor | None = None,
-                    retrieved_c2w_BR44: Tensor | None = None) -> Registration:
+                    retrieved_c2w_BR44: Tensor | None = None, encoder_pass: EncoderPass | None = None
+                    ) -> Registration:
     """Poses of new frames in a trained scene (images_BHW3 in [0, 1], any size, intrinsics K_B33).
 
     One encoder pass gives candidates: its top hypotheses and their 180-degree flips, next to
@@ -73,10 +82,11 @@ def register_frames(engine: GenerativeLifting, images_BHW3: Tensor, K_B33: Tenso
     All are ranked by their error at `search_size`; the best `aligned_candidates` are aligned to
     the field (core.direct_alignment), and the lowest residual (at `size`) wins. A frame's prior
     pose (odometry, in the scene's frame; NaN rows: none) is aligned too: it wins only where it
-    explains the frame best. Deterministic: the same frame gives the same pose.
+    explains the frame best. Deterministic: the same frame gives the same pose. `encoder_pass`:
+    what runs the encoder (None: the engine's torch module).
     """
     size = engine.encoder.config.input_size
-    hyp = engine.predict(cameras.resized_images(images_BHW3, (size, size)).permute(0, 3, 1, 2))
+    hyp = (encoder_pass or engine.predict)(cameras.resized_images(images_BHW3, (size, size)).permute(0, 3, 1, 2))
     c2w_BC44, probability_BC = _candidate_poses(engine, hyp, config.candidates)
     if retrieved_c2w_BR44 is not None:
         c2w_BC44 = torch.cat([c2w_BC44, retrieved_c2w_BR44.to(c2w_BC44)], dim=1)

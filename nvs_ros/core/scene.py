@@ -21,7 +21,7 @@ from nvs_ros.core.errors import InputError
 from nvs_ros.core.sim3 import Sim3
 from nvs_ros.core.pose_prior import PriorAlignment
 from nvs_ros.core.refine_config import RefineConfig
-from nvs_ros.core.registration import Registration, register_frames
+from nvs_ros.core.registration import EncoderPass, Registration, register_frames
 from nvs_ros.core.render_compare import view_residuals
 from nvs_ros.core.rendering import RenderOutput
 from nvs_ros.core.training_run import build_engine
@@ -59,6 +59,9 @@ class Scene:
     """The training views as tiny images (core.appearance.thumbnails), rows as `names`: a new
     frame's registration also starts from the poses of those it looks most like (None: scenes
     saved before they were kept)."""
+    encoder_pass: EncoderPass | None = None
+    """What runs the encoder when frames are registered (nvs_ros.runtime; None: the engine's
+    torch module). Not saved: a caller's choice, like `refine`."""
 
     @classmethod
     def from_training(cls, engine: GenerativeLifting, config: TrainerConfig, names: list[str], images_NHW3: np.ndarray,
@@ -84,7 +87,7 @@ class Scene:
         prior = None if prior_c2w_N44 is None else torch.as_tensor(self.from_output(prior_c2w_N44),
                                                                     dtype=torch.float32, device=device)
         return register_frames(self.engine, images, K, self.reference_psnr, self.refine, prior,
-                               self._retrieved(images_NHW3))
+                               self._retrieved(images_NHW3), self.encoder_pass)
 
     def _retrieved(self, images_NHW3: np.ndarray) -> torch.Tensor | None:
         """(B, R, 4, 4) gauge poses of the training views each frame looks most like."""

@@ -70,6 +70,7 @@ def scene_status(node_name: str, worker: SceneWorker, pose_tf: PoseTf, odometry:
               "tracked_frames": stats.tracked_frames, "tracking_rejected": stats.tracking_rejected,
               "tracking_against_odometry": stats.tracking_against_odometry,
               "tracked_older_than_tf": pose_tf.tracked_older_than_tf,
+              "inference_backend": stats.inference_backend,
               "tracking_register_ms_mean": _mean_ms(stats.tracking_register_s_total, served),
               "tracking_latency_ms_mean": _mean_ms(stats.tracking_latency_s_total, served),
               "last_tracking_confidence": "" if stats.last_tracking_confidence is None

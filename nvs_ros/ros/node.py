@@ -75,7 +75,8 @@ class NvsNode(Node):
             config.live_scene_config(), slice_s=config.train_slice_s, queue_size=config.keyframe_queue_size,
             cloud_points=config.cloud_max_points, run_info={"config": asdict(config)},
             on_products=lambda: self._products_ready.trigger(),
-            chained_poses=chained_keyframe_poses if config.initial_poses == "auto" else None)
+            chained_poses=chained_keyframe_poses if config.initial_poses == "auto" else None,
+            runtime=config.runtime_config())
 
         self.tf_tree = TfTree(ignored_parents=[config.map_frame])
         self.create_subscription(TFMessage, "/tf", self.tf_tree.add, TF_LISTENER_QOS)

@@ -15,6 +15,8 @@ from nvs_ros.core.keyframes import KeyframeConfig
 from nvs_ros.core.live_scene_config import LiveSceneConfig
 from nvs_ros.io.errors import OutputFolderError
 from nvs_ros.io.output_folder import check_writable
+from nvs_ros.runtime.backend import BACKENDS, BackendUnavailable, RuntimeConfig
+from nvs_ros.runtime.selection import check_available
 
 
 class ParameterError(InputError):
@@ -84,6 +86,15 @@ class NodeConfig:
     track_rate_hz: float = _param(2.0, "The newest frame is posed in the trained scene (tracking) at most this "
                                   "often, by image stamps; accepted poses go out on ~/tracked_pose and /tf. "
                                   "0 disables tracking: /tf carries keyframe poses only [Hz]", (0.0, 100.0))
+    inference_backend: str = _param("auto", "What runs the registration's encoder pass (tracking, new keyframes): "
+                                    "auto picks the fastest available (TensorRT on a GPU, then ONNX Runtime, then "
+                                    "torch) and logs why; a named one that cannot run stops the start; "
+                                    "/diagnostics reports the one in use", choices=BACKENDS)
+    engine_cache_dir: str = _param("~/.cache/nvs_ros/engines", "TensorRT engines are built once per (graph, "
+                                   "TensorRT version, GPU, precision, shapes) and kept here")
+    enable_fp16: bool = _param(True, "Build TensorRT engines with FP16 kernels allowed")
+    force_engine_update: bool = _param(False, "Rebuild TensorRT engines even when the cache holds one")
+    max_workspace_size: int = _param(1 << 30, "TensorRT builder workspace limit [bytes]", (1 << 20, 1 << 40))
     output_folder: str = _param("~/.ros/nvs_ros", "Where ~/save writes poses.json, poses_tum.txt, run.json, "
                                 "cloud.ply and the scene checkpoint; checked at start-up: a folder the node "
                                 "may write, or may create")
@@ -100,6 +111,12 @@ class NodeConfig:
         return LiveSceneConfig(min_keyframes=self.min_keyframes, round_budget_s=self.round_budget_s,
                                idle_round_s=self.idle_round_s or None, device=self.device, seed=self.seed,
                                max_keyframes=self.keyframe_capacity)
+
+    def runtime_config(self) -> RuntimeConfig:
+        return RuntimeConfig(backend=self.inference_backend, device=self.device,
+                             engine_cache_dir=Path(self.engine_cache_dir), enable_fp16=self.enable_fp16,
+                             force_engine_update=self.force_engine_update, max_workspace_size=self.max_workspace_size,
+                             threads=self.torch_threads)
 
     def keyframe_config(self) -> KeyframeConfig:
         return KeyframeConfig(capacity=self.keyframe_capacity, min_novelty=self.keyframe_min_novelty,
@@ -164,6 +181,10 @@ def declare_node_config(node: Node) -> NodeConfig:
         values[spec.name] = value
     config = NodeConfig(**values)
     _check_device(config.device)
+    try:
+        check_available(config.runtime_config())
+    except BackendUnavailable as err:
+        raise ParameterError(f"parameter 'inference_backend' is {config.inference_backend!r}: {err}") from err
     try:
         check_writable(config.output_path)
     except OutputFolderError as err:

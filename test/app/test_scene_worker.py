@@ -13,6 +13,7 @@ from tiny_engine import TINY
 from nvs_ros.core.live_scene_config import LiveSceneConfig
 from nvs_ros.io.bundled_scene import render_bundled_scene
 from nvs_ros.app.scene_worker import QueuedKeyframe, RenderRequest, SceneWorker, TrackRequest
+from nvs_ros.runtime.backend import RuntimeConfig
 
 TIMEOUT_S = 30.0
 
@@ -144,9 +145,11 @@ def test_tracking_poses_the_newest_frame_once_the_scene_is_ready_and_rejects_a_f
     """Tracking requests wait for the first round (kept, not refused), a newer one replaces one
     not yet served, and the result carries the request's stamp; a frame of no scene is rejected.
     The round is the tests' tiny engine, counted in steps: a scene trained for a few steps (what
-    a time budget on a busy machine may give) still renders a blur that lets noise pass as a fit."""
+    a time budget on a busy machine may give) still renders a blur that lets noise pass as a fit.
+    The encoder pass runs on ONNX Runtime, as the node's `auto` chooses on a CPU."""
     config = LiveSceneConfig(min_keyframes=4, round_iterations=300, trainer=TINY)
-    worker = SceneWorker(config, slice_s=0.3, cloud_points=200)
+    worker = SceneWorker(config, slice_s=0.3, cloud_points=200,
+                         runtime=RuntimeConfig(backend="onnxruntime", threads=1))
     for i in range(6):
         worker.offer_keyframe(keyframe(scene, i))
     worker.request_tracking(TrackRequest(scene.images_NHW3[1], scene.K_N33[1], 2001))
@@ -159,6 +162,7 @@ def test_tracking_poses_the_newest_frame_once_the_scene_is_ready_and_rejects_a_f
                           2 * TIMEOUT_S)
         (tracked,) = [o.tracked for o in outboxes if o.tracked is not None]
         assert tracked.stamp_ns == 2002 and worker.stats.status.ready  # the replaced request was never served
+        assert worker.stats.inference_backend == "onnxruntime (CPUExecutionProvider)"
         assert worker.stats.tracked_frames + worker.stats.tracking_rejected == 1
         assert tracked.accepted and tracked.c2w_44.shape == (4, 4) and np.isfinite(tracked.c2w_44).all()
         assert 0 < tracked.register_s <= tracked.latency_s and tracked.scale_source is None

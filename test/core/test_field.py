@@ -119,26 +119,6 @@ def test_parameter_groups_drive_adam():
     assert loss.item() < 1e-3
 
 
-def test_onnx_export_matches_torch(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    from nvs_ros.runtime.onnx_export import export_field_onnx
-
-    field = RadianceField(FieldConfig(box_half_size=(1.2, 1.0, 0.8), resolution=12))
-    with torch.no_grad():
-        field.grid.normal_(std=2.0)
-    path = export_field_onnx(field, tmp_path / "field.onnx")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    points_P3 = np.random.default_rng(0).uniform(-1.4, 1.4, (333, 3)).astype(np.float32)
-    density_P, rgb_P3 = session.run(["density", "rgb"], {"points": points_P3})
-    with torch.no_grad():
-        expected_density_P, expected_rgb_P3 = (x.numpy() for x in field.query(torch.from_numpy(points_P3)))
-    assert np.abs(density_P - expected_density_P).max() < 1e-4 * max(1.0, np.abs(expected_density_P).max())
-    assert np.abs(rgb_P3 - expected_rgb_P3).max() < 1e-4
-    assert (expected_density_P == 0).any() and (expected_density_P > 0).any()  # both sides of the box
-
-
-
 def test_contraction_is_the_identity_inside_and_squeezes_space_into_the_shell():
     inside_P3 = torch.rand(200, 3) * 2.0 - 1.0
     assert torch.equal(contract(inside_P3), inside_P3)

@@ -1,6 +1,5 @@
 """The pose-distribution encoder and the orbit parameterisation of 360-degree captures."""
 
-import io
 import math
 from dataclasses import replace
 
@@ -11,7 +10,7 @@ import torch
 from nvs_ros.core import cameras
 from nvs_ros.core.orbit_poses import (OrbitConfig, PoseRefinement, anchor_angles, elevation_from_logit,
                                       elevation_logit, orbit_radius_for_fov)
-from nvs_ros.core.pose_encoder import ExportablePoseEncoder, PoseEncoder, PoseEncoderConfig
+from nvs_ros.core.pose_encoder import PoseEncoder, PoseEncoderConfig
 
 SMALL = PoseEncoderConfig(input_size=32, channels=(8, 16, 16, 16), hidden=32, groups=4)
 
@@ -116,21 +115,3 @@ def test_encoder_depends_on_image_and_timestep() -> None:
     b = encoder(images, torch.ones(2)).logits_BK
     assert not torch.allclose(a, b)
 
-
-def test_encoder_exports_to_onnx_and_matches_torch() -> None:
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    torch.manual_seed(2)
-    encoder = PoseEncoder(SMALL).eval()
-    torch.nn.init.normal_(encoder.head[-1].weight, std=0.5)
-    wrapper = ExportablePoseEncoder(encoder).eval()
-    images, t = torch.rand(2, 3, 32, 32) * 2 - 1, torch.tensor([0.0, 0.3])
-    buffer = io.BytesIO()
-    torch.onnx.export(wrapper, (images, t), buffer, opset_version=17, dynamo=False,
-                      input_names=["images", "t_frac"], output_names=["azimuth", "elevation", "probs"])
-    model = onnx.load_from_string(buffer.getvalue())
-    onnx.checker.check_model(model)
-    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {"images": images.numpy(), "t_frac": t.numpy()})
-    for got, want in zip(outputs, wrapper(images, t)):
-        np.testing.assert_allclose(got, want.detach().numpy(), atol=1e-4)

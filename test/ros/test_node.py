@@ -154,6 +154,14 @@ def test_unusable_device_is_rejected_at_start_up():
     assert "parameter 'device' is 'gpu0'" in result.stderr
 
 
+def test_an_inference_backend_that_cannot_run_here_is_rejected_at_start_up():
+    # tensorrt needs a CUDA device: on the CPU (the default device) it cannot run, installed or not
+    result = subprocess.run([str(NVS_NODE), "--ros-args", "-p", "inference_backend:=tensorrt"],
+                            capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert result.returncode == 2
+    assert "parameter 'inference_backend' is 'tensorrt'" in result.stderr
+
+
 def test_unknown_image_transport_is_rejected():
     result = subprocess.run([str(NVS_NODE), "--ros-args", "-p", "image_transport:=theora"],
                             capture_output=True, text=True, timeout=TIMEOUT_S)

@@ -435,6 +435,7 @@ def test_tracking_poses_frames_between_keyframes_on_tf_and_tracked_pose(rclpy_co
         # the last frame served may have been rejected, at confidence 0
         assert float(status["tracking_register_ms_mean"]) > 0 and 0 <= float(status["last_tracking_confidence"]) <= 1
         assert float(status["tracking_latency_ms_mean"]) >= float(status["tracking_register_ms_mean"])
+        assert status["inference_backend"] == "onnxruntime (CPUExecutionProvider)"  # auto on a CPU
         assert 0 <= int(status["tracking_against_odometry"]) <= int(status["tracking_rejected"])
     finally:
         log = stop_node(proc)
