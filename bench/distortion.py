@@ -17,8 +17,8 @@ writes the rows to bench/results/distortion/<lens>.json (the output folders besi
 import argparse
 import os
 import platform
-import shutil
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -72,15 +72,13 @@ def run_lens(lens_name: str, budget_s: float, seed: int) -> list[dict]:
     camera = lens(lens_name)
     folder = RESULTS / lens_name
     distorted = render_bundled_scene("room", "ring", VIEWS, camera=camera)
-    bags = {"undistorted": folder / "bag_lens", "ignored": folder / "bag_lens_ignored"}
-    for bag in bags.values():  # write_bag never overwrites: a rerun replaces the last run's bags
-        shutil.rmtree(bag, ignore_errors=True)
-    write_bag(distorted, bags["undistorted"], camera=camera)
     ignored = CameraModel.create(camera.K_33, camera.width, camera.height)  # the lens dropped
-    write_bag(distorted, bags["ignored"], camera=ignored)
-    rows = [run("pinhole (reference)", "bundled", budget_s, seed, folder / "pinhole"),
-            run(f"{lens_name}, undistorted", bags["undistorted"], budget_s, seed, folder / "undistorted"),
-            run(f"{lens_name}, ignored", bags["ignored"], budget_s, seed, folder / "ignored")]
+    with tempfile.TemporaryDirectory(prefix="nvs_distortion_") as work:  # bags are inputs, not results
+        write_bag(distorted, Path(work) / "lens", camera=camera)
+        write_bag(distorted, Path(work) / "ignored", camera=ignored)
+        rows = [run("pinhole (reference)", "bundled", budget_s, seed, folder / "pinhole"),
+                run(f"{lens_name}, undistorted", Path(work) / "lens", budget_s, seed, folder / "undistorted"),
+                run(f"{lens_name}, ignored", Path(work) / "ignored", budget_s, seed, folder / "ignored")]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     for row in rows:
         row.update({"lens": camera.describe(), "undistorted_K": undistorter(camera).K_33.tolist(),
