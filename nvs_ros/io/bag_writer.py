@@ -4,7 +4,9 @@ Per view i, all stamped `start_ns + i / rate_hz` (header stamp = bag time), in t
 - ground truth, when the set has it: tf2_msgs/msg/TFMessage on `gt_topic` (a topic of its own,
   so replaying the bag never puts a second parent on the camera frame in /tf), one transform
   `gt_frame -> frame_id` = the view's camera-to-world (frame_id is an optical frame: OpenCV axes),
-- sensor_msgs/msg/CameraInfo: K, P = [K | 0], R = I, plumb_bob with zero distortion,
+- sensor_msgs/msg/CameraInfo: K, P = [K | 0], R = I, plumb_bob with zero distortion; with
+  `camera`, its lens (distortion_model and D) and P = [K' | 0], K' the undistorted camera's
+  intrinsics (what camera_calibration writes),
 - sensor_msgs/msg/Image rgb8 on `image_topic`, or with `compressed` a JPEG CompressedImage on
   `image_topic + "/compressed"` (image_transport's layout).
 ImageSet.capture goes into metadata.yaml's custom_data, so `read_bag` gives it back.
@@ -24,6 +26,7 @@ from nvs_ros.core.rotations import quaternion_xyzw
 from nvs_ros.io.bag_files import TYPESTORE
 from nvs_ros.io.bags import (CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, CUSTOM_DATA_CAPTURE,
                              DEFAULT_GT_TOPIC, IMAGE_TYPE, TF_TYPE)
+from nvs_ros.io.camera_models import CameraModel, undistorter
 from nvs_ros.io.errors import BagError
 from nvs_ros.io.image_decoding import HOST_IS_BIGENDIAN, encode_compressed, native_pixels
 
@@ -44,11 +47,13 @@ def write_bag(image_set: ImageSet, out_path: str | Path, *, storage: Storage = "
               camera_info_topic: str = DEFAULT_CAMERA_INFO_TOPIC, compressed: bool = False,
               jpeg_quality: int = 95, rate_hz: float = 10.0, frame_id: str = DEFAULT_FRAME_ID,
               gt_topic: str = DEFAULT_GT_TOPIC, gt_frame: str = DEFAULT_GT_FRAME,
-              start_ns: int = DEFAULT_START_NS) -> Path:
+              start_ns: int = DEFAULT_START_NS, camera: CameraModel | None = None) -> Path:
     """Write `image_set` as a rosbag2 folder at `out_path` (which must not exist); returns it.
 
     storage: "mcap" (rosbag2's default since Iron) or "sqlite3" (.db3).
     rate_hz: frame rate of the stamps, views 1 / rate_hz seconds apart from start_ns.
+    camera: the camera, lens included, that took the images as they are (distorted); its
+        CameraInfo goes out instead of each view's pinhole K.
     """
     out_path = Path(out_path)
     if storage not in STORAGES:
@@ -64,7 +69,7 @@ def write_bag(image_set: ImageSet, out_path: str | Path, *, storage: Storage = "
             with Writer(partial, version=9, storage_plugin=STORAGES[storage]) as writer:
                 writer.set_custom_data(CUSTOM_DATA_CAPTURE, image_set.capture)
                 _write_views(writer, image_set, image_topic, camera_info_topic, compressed,
-                             jpeg_quality, rate_hz, frame_id, gt_topic, gt_frame, start_ns)
+                             jpeg_quality, rate_hz, frame_id, gt_topic, gt_frame, start_ns, camera)
         except WriterError as err:
             raise BagError(f"cannot write bag {out_path}: {err}") from err
         shutil.move(partial, out_path)
@@ -73,7 +78,7 @@ def write_bag(image_set: ImageSet, out_path: str | Path, *, storage: Storage = "
 
 def _write_views(writer: Writer, image_set: ImageSet, image_topic: str, camera_info_topic: str,
                  compressed: bool, jpeg_quality: int, rate_hz: float, frame_id: str,
-                 gt_topic: str, gt_frame: str, start_ns: int) -> None:
+                 gt_topic: str, gt_frame: str, start_ns: int, camera: CameraModel | None) -> None:
     image_type = COMPRESSED_IMAGE_TYPE if compressed else IMAGE_TYPE
     image_conn = writer.add_connection(image_topic + "/compressed" if compressed else image_topic,
                                        image_type, typestore=TYPESTORE)
@@ -85,7 +90,8 @@ def _write_views(writer: Writer, image_set: ImageSet, image_topic: str, camera_i
         if gt_conn is not None:
             gt = tf_message(image_set.c2w_N44[i], stamp_ns, gt_frame, frame_id)
             writer.write(gt_conn, stamp_ns, serialize(gt))
-        info = camera_info_message(image_set.K_N33[i], image_set.width, image_set.height, stamp_ns, frame_id)
+        info = camera_info_message(camera or CameraModel.create(image_set.K_N33[i], image_set.width,
+                                                                image_set.height), stamp_ns, frame_id)
         writer.write(info_conn, stamp_ns, serialize(info))
         image = (compressed_image_message(rgb_HW3, stamp_ns, frame_id, jpeg_quality) if compressed
                  else image_message(rgb_HW3, stamp_ns, frame_id))
@@ -123,16 +129,17 @@ def compressed_image_message(rgb_HW3: np.ndarray, stamp_ns: int, frame_id: str,
     return _T[COMPRESSED_IMAGE_TYPE](header=header(stamp_ns, frame_id), format=format_str, data=encoded)
 
 
-def camera_info_message(K_33: np.ndarray, width: int, height: int, stamp_ns: int,
-                        frame_id: str) -> Any:
-    """sensor_msgs/CameraInfo of an undistorted pinhole camera: plumb_bob, D = 0, P = [K | 0]."""
-    K_33 = np.asarray(K_33, dtype=np.float64)
-    P_34 = np.hstack([K_33, np.zeros((3, 1))])
+def camera_info_message(camera: CameraModel, stamp_ns: int, frame_id: str) -> Any:
+    """sensor_msgs/CameraInfo of `camera`, no binning or ROI: K, its lens (a pinhole camera as
+    plumb_bob with D = 0, as drivers publish one), R = I, P = [K' | 0] with K' the intrinsics of
+    the undistorted images (K for a pinhole camera)."""
+    lens, D = (camera.lens, camera.D) if camera.distorted else ("plumb_bob", np.zeros(5))
+    P_34 = np.hstack([undistorter(camera).K_33, np.zeros((3, 1))])
     roi = _T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
                                                  do_rectify=False)
-    return _T[CAMERA_INFO_TYPE](header=header(stamp_ns, frame_id), height=int(height),
-                                width=int(width), distortion_model="plumb_bob", d=np.zeros(5),
-                                k=K_33.reshape(-1).copy(), r=np.eye(3).reshape(-1), p=P_34.reshape(-1),
+    return _T[CAMERA_INFO_TYPE](header=header(stamp_ns, frame_id), height=camera.height,
+                                width=camera.width, distortion_model=lens, d=D,
+                                k=camera.K_33.reshape(-1), r=np.eye(3).reshape(-1), p=P_34.reshape(-1),
                                 binning_x=0, binning_y=0, roi=roi)
 
 

@@ -14,6 +14,10 @@ evaluation only, come from tf2_msgs/msg/TFMessage on a separate topic (`DEFAULT_
 `write_bag` writes them): transforms parent -> the images' `header.frame_id` (an optical frame,
 so the 4x4 is camera-to-world in OpenCV axes), matched to each image by header stamp.
 
+Lenses: each image is undistorted by the camera model of its camera_info (io.camera_models:
+plumb_bob, rational_polynomial, equidistant; binning and ROI as REP 104 says; an image_rect topic
+uses P), so frames come out as pinhole images with the undistorted camera's K.
+
 Times are int nanoseconds. A frame's stamp is its `header.stamp` (the bag's receive time when
 the header stamp is zero). Images decode with the node's decoder (`io.image_decoding`).
 Messages that cannot be used (undecodable, depth/16-bit encodings, wrong size) are skipped with
@@ -34,7 +38,8 @@ from rosbags.serde import SerdeError
 from nvs_ros.core.image_set import ImageSet, evenly_spaced_indices
 from nvs_ros.core.rotations import rotation_matrix
 from nvs_ros.io.bag_files import TYPESTORE, BagLoss, OpenBag, open_reader, read_messages
-from nvs_ros.io.errors import BagError
+from nvs_ros.io.camera_models import CameraModel, camera_from_info, is_rectified_topic, undistorter
+from nvs_ros.io.errors import BagError, CameraModelError
 from nvs_ros.io.image_decoding import ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8
 from nvs_ros.io.image_files import downscale, rescale_intrinsics
 
@@ -62,7 +67,7 @@ class BagFrame:
     frame_id: str
     """header.frame_id: the camera's (optical) frame."""
     image_HW3: np.ndarray
-    """RGB uint8, as stored in the bag."""
+    """RGB uint8, undistorted (a pinhole image; as stored when the camera has no distortion)."""
     K_33: np.ndarray
     """Intrinsics for image_HW3's size, OpenCV pixel convention."""
 
@@ -105,7 +110,7 @@ class BagSource:
         self._reader: OpenBag | None = None
         self.skipped = 0
         """Selected image messages skipped so far (undecodable, not colour, wrong size)."""
-        self._warned_distortion = False
+        self._logged_camera: CameraModel | None = None
 
     def __enter__(self) -> "BagSource":
         self._reader = open_reader(self.path)
@@ -139,7 +144,7 @@ class BagSource:
         """
         wanted = None if indices is None else set(int(i) for i in indices)
         last = None if wanted is None else max(wanted, default=-1)
-        info: tuple[np.ndarray, int, int] | None = None
+        info: CameraModel | None = None
         pending: list[tuple[int, int, str, np.ndarray]] = []
         connections = self._image_connections + self._info_connections
         index = -1
@@ -159,7 +164,8 @@ class BagSource:
             if decoded is None:
                 continue
             if self._K_33 is not None:
-                yield self._frame(index, *decoded, (self._K_33, 0, 0))
+                height, width = decoded[2].shape[:2]
+                yield self._frame(index, *decoded, CameraModel.create(self._K_33, width, height))
             elif info is not None:
                 yield self._frame(index, *decoded, info)
             else:
@@ -260,31 +266,32 @@ class BagSource:
         if self.skipped == _MAX_SKIP_WARNINGS:
             log.warning("%s: further skipped images are counted without a warning", self.path)
 
-    def _camera_info(self, raw: Any) -> tuple[np.ndarray, int, int] | None:
-        """(K_33, width, height) of a camera_info message; None if it has no calibration."""
+    def _camera_info(self, raw: Any) -> CameraModel | None:
+        """The camera of a camera_info message; None (logged) if it has no usable calibration."""
         msg, error = _deserialize(raw, CAMERA_INFO_TYPE)
         if msg is None:
             log.warning("%s: skipping a camera_info message: %s", self.path, error)
             return None
-        K_33 = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-        if not (np.isfinite(K_33).all() and K_33[0, 0] > 0 and K_33[1, 1] > 0):
-            log.warning("%s: camera_info on %s has no calibration (K = %s); ignoring it",
-                        self.path, self.camera_info_topic, K_33.ravel().tolist())
+        try:
+            camera = camera_from_info(msg, rectified=is_rectified_topic(self.image_topic))
+        except CameraModelError as err:
+            log.warning("%s: ignoring camera_info on %s: %s (K = %s)", self.path, self.camera_info_topic,
+                        err, np.asarray(msg.k).tolist())
             return None
-        if np.any(np.asarray(msg.d) != 0) and not self._warned_distortion:
-            self._warned_distortion = True
-            log.warning("%s: camera_info has distortion %s; images are used as they are "
-                        "(not rectified)", self.path, np.asarray(msg.d).tolist())
-        return K_33, int(msg.width), int(msg.height)
+        if camera != self._logged_camera:
+            self._logged_camera = camera
+            log.info("%s: camera %s%s", self.path, camera.describe(),
+                     "; images are undistorted" if camera.distorted else "")
+        return camera
 
     def _frame(self, index: int, stamp_ns: int, frame_id: str, image_HW3: np.ndarray,
-               info: tuple[np.ndarray, int, int]) -> BagFrame:
-        K_33, width, height = info
-        size = image_HW3.shape[:2]
-        if width and height and (height, width) != size:
+               camera: CameraModel) -> BagFrame:
+        height, width = image_HW3.shape[:2]
+        if (camera.height, camera.width) != (height, width):
             # camera_info for another resolution (e.g. before a resize node): same camera, scaled.
-            K_33 = rescale_intrinsics(K_33, (height, width), size)
-        return BagFrame(index, stamp_ns, frame_id, image_HW3, K_33)
+            camera = camera.resized(height, width)
+        to_pinhole = undistorter(camera)
+        return BagFrame(index, stamp_ns, frame_id, to_pinhole(image_HW3), to_pinhole.K_33)
 
 
 def read_bag(path: str | Path, *, image_topic: str | None = None,

@@ -18,6 +18,7 @@ world +z. Intrinsics: square pinhole, 55 degrees field of view, principal point 
 centre, the same for every view.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from nvs_ros.core.cameras import intrinsics_matrix
 from nvs_ros.core.image_set import ImageSet
+from nvs_ros.io.camera_models import CameraModel, normalized_coordinates
 from nvs_ros.io.procedural_scene import (Box, Cylinder, Scene, Shape, Sphere, Surface, render_depth,
                                          render_view)
 from nvs_ros.io.solid_texture import SolidTexture, SplitTexture, ValueNoise, random_palette
@@ -55,7 +57,8 @@ class _Layout:
 
 
 def render_bundled_scene(variant: Variant = "room", path: CameraPath = "ring",
-                         num_views: int = 24, size: int = 128, seed: int = 0) -> ImageSet:
+                         num_views: int = 24, size: int = 128, seed: int = 0,
+                         camera: CameraModel | None = None) -> ImageSet:
     """Render the bundled scene from `num_views` cameras on `path`, size x size pixels.
 
     variant: "room" (objects on a floor inside a textured room) or "object" (objects on white,
@@ -65,15 +68,24 @@ def render_bundled_scene(variant: Variant = "room", path: CameraPath = "ring",
         elevation changes, near-parallel views, like a forward-facing hand-held capture).
     seed: the scene's layout, shapes, textures, colours and light (cameras do not depend on it).
         The same arguments give identical images.
+    camera: render through this camera, lens included (ray by ray, no resampling), instead of
+        the 55-degree pinhole; `size` is then ignored, K_N33 is the camera's K and the images
+        are as that camera records them (distorted): test data for io.camera_models.
 
     Returns an ImageSet with ground-truth poses (see the module docstring for the world frame),
     capture "360" (ring, sphere) or "forward" (arc), and masks for "object".
     """
     layout, K_33, c2w_N44 = _setup(variant, path, num_views, size, seed)
-    images_NHW3 = np.empty((num_views, size, size, 3), dtype=np.uint8)
-    coverage_NHW = np.empty((num_views, size, size))
+    height = width = size
+    pixel_to_xy = None
+    if camera is not None:
+        height, width, K_33 = camera.height, camera.width, camera.K_33
+        pixel_to_xy = functools.partial(normalized_coordinates, camera)
+    images_NHW3 = np.empty((num_views, height, width, 3), dtype=np.uint8)
+    coverage_NHW = np.empty((num_views, height, width))
     for i, c2w_44 in enumerate(c2w_N44):
-        rgb_HW3, coverage_NHW[i] = render_view(layout.scene, K_33, c2w_44, size, size, _SUPERSAMPLES_PER_SIDE)
+        rgb_HW3, coverage_NHW[i] = render_view(layout.scene, K_33, c2w_44, height, width,
+                                               _SUPERSAMPLES_PER_SIDE, pixel_to_xy)
         images_NHW3[i] = np.round(rgb_HW3 * 255.0).astype(np.uint8)
     return ImageSet(
         names=[f"view_{i:03d}.png" for i in range(num_views)],
@@ -82,7 +94,8 @@ def render_bundled_scene(variant: Variant = "room", path: CameraPath = "ring",
         masks_NHW=coverage_NHW >= 0.5 if variant == "object" else None,
         c2w_N44=c2w_N44,
         capture="forward" if path == "arc" else "360",
-        source=f"bundled:{variant}/{path}/views={num_views}/size={size}/seed={seed}",
+        source=f"bundled:{variant}/{path}/views={num_views}/size={size}/seed={seed}"
+               + (f"/camera={camera.describe()}" if camera is not None else ""),
     )
 
 

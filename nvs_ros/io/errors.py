@@ -21,3 +21,11 @@ class BagError(NvsIOError):
 
 class SceneCheckpointError(NvsIOError):
     """A saved scene is missing, unreadable or from an incompatible version."""
+
+
+class CameraModelError(NvsIOError):
+    """A camera calibration (CameraInfo, camera.yaml) cannot describe the images' lens."""
+
+
+class UncalibratedCameraError(CameraModelError):
+    """A CameraInfo without a calibration (K[0] = 0): what a driver publishes with no calibration file."""

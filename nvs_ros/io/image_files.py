@@ -6,7 +6,7 @@ and a load-time downscale (OpenCV area filter) to the same size `ImageSet.resize
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -104,9 +104,11 @@ def downscale_mask(mask_HW: np.ndarray, max_side: int | None) -> np.ndarray:
     return downscale(mask_HW.astype(np.float32), max_side) > 0.5
 
 
-def read_images(paths: Sequence[Path], max_side: int | None = None
+def read_images(paths: Sequence[Path], max_side: int | None = None,
+                undistort: Callable[[np.ndarray], np.ndarray] | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
-    """Read files that must share one size; downscale each to fit `max_side`.
+    """Read files that must share one size; undistort each (io.camera_models: the lens acts at
+    the stored size) and downscale it to fit `max_side`.
 
     Returns (images_NHW3 uint8 RGB, alpha masks_NHW bool when every file has alpha else None,
     (height, width) of the files as stored, before downscaling). A file of another size
@@ -123,6 +125,9 @@ def read_images(paths: Sequence[Path], max_side: int | None = None
             raise DatasetError(
                 f"image {path} is {rgb_HW3.shape[1]}x{rgb_HW3.shape[0]} but {paths[0]} is "
                 f"{size[1]}x{size[0]}: all images of a set must have one size")
+        if undistort is not None:
+            rgb_HW3 = undistort(rgb_HW3)
+            alpha_HW = None if alpha_HW is None else undistort(alpha_HW)
         images.append(downscale(rgb_HW3, max_side))
         masks.append(None if alpha_HW is None else downscale_mask(alpha_HW > 0.5, max_side))
     masks_NHW = None if any(m is None for m in masks) else np.stack(masks)

@@ -2,9 +2,11 @@
 
 Intrinsics, for the images as stored, from the first file found:
 - `camera.yaml`: ROS camera_calibration output (`image_width`, `image_height`,
-  `camera_matrix: {data: [9 numbers]}`) or a CameraInfo message dump (`width`, `height`,
-  `k: [9 numbers]`). If its size differs from the images' (same aspect ratio), K is scaled.
-  Needs PyYAML. Distortion is not removed: a warning says so when it is non-zero.
+  `camera_matrix: {data: [9 numbers]}`, `distortion_model`, `distortion_coefficients`) or a
+  CameraInfo message dump (`width`, `height`, `k`, `distortion_model`, `d`). If its size
+  differs from the images' (same aspect ratio), K is scaled. Needs PyYAML. A lens with
+  distortion is removed (io.camera_models) before the load-time downscale; K is then the
+  undistorted camera's.
 - `intrinsics.txt`: "fx fy cx cy" on one line, or a 3x3 matrix (9 numbers, any layout).
 Both use the OpenCV pixel convention (pixel centres at integers), as ROS does. Without a file
 the focal length is guessed as COLMAP does (f = 1.2 max(W, H), principal point at the image
@@ -19,9 +21,10 @@ import numpy as np
 
 from nvs_ros.core.cameras import intrinsics_matrix
 from nvs_ros.core.image_set import ImageSet
-from nvs_ros.io.errors import DatasetError
+from nvs_ros.io.camera_models import CameraModel, camera_from_calibration, undistorter
+from nvs_ros.io.errors import CameraModelError, DatasetError
 from nvs_ros.io.image_files import (IMAGE_SUFFIXES, evenly_spaced_indices, image_centre,
-                                    list_images, read_images, rescale_intrinsics)
+                                    list_images, read_image, read_images, rescale_intrinsics)
 
 _logger = logging.getLogger(__name__)
 
@@ -44,29 +47,31 @@ def load_image_folder(folder: str | Path, max_side: int | None = None,
     if not paths:
         raise DatasetError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     keep = evenly_spaced_indices(len(paths), views)
-    images_NHW3, masks_NHW, stored_size = read_images([paths[i] for i in keep], max_side)
-    K_33 = read_intrinsics(folder, stored_size)
-    K_N33 = rescale_intrinsics(np.tile(K_33, (len(keep), 1, 1)), stored_size, images_NHW3.shape[1:3])
+    # The first image is decoded twice: the lens acts at the stored size, before the downscale.
+    stored_size = read_image(paths[keep[0]])[0].shape[:2]
+    to_pinhole = undistorter(read_camera(folder, stored_size))
+    images_NHW3, masks_NHW, stored_size = read_images([paths[i] for i in keep], max_side, to_pinhole)
+    K_N33 = rescale_intrinsics(np.tile(to_pinhole.K_33, (len(keep), 1, 1)), stored_size, images_NHW3.shape[1:3])
     return ImageSet(names=[paths[i].name for i in keep], images_NHW3=images_NHW3, K_N33=K_N33,
                     masks_NHW=masks_NHW, capture="unknown", source=str(folder))
 
 
-def read_intrinsics(folder: Path, size: tuple[int, int]) -> np.ndarray:
-    """K (3x3) for images of (height, width) `size` in `folder`: from a file, else guessed."""
+def read_camera(folder: Path, size: tuple[int, int]) -> CameraModel:
+    """The camera of images of (height, width) `size` in `folder`: from a file, else guessed."""
     found = [folder / name for name in INTRINSICS_FILES if (folder / name).is_file()]
     if len(found) > 1:
         _logger.warning("%s has both %s; using %s", folder, " and ".join(p.name for p in found),
                         found[0].name)
+    height, width = size
     if found and found[0].name == "camera.yaml":
         return _read_camera_yaml(found[0], size)
     if found:
-        return _read_intrinsics_txt(found[0])
-    height, width = size
+        return CameraModel.create(_read_intrinsics_txt(found[0]), width, height)
     focal = GUESSED_FOCAL_PER_SIDE * max(height, width)
     _logger.warning("%s has no %s: guessing f = %.1f px (%.1f x the longer side), principal "
                     "point at the centre", folder, " or ".join(INTRINSICS_FILES), focal,
                     GUESSED_FOCAL_PER_SIDE)
-    return intrinsics_matrix(focal, focal, *image_centre(height, width))
+    return CameraModel.create(intrinsics_matrix(focal, focal, *image_centre(height, width)), width, height)
 
 
 def _read_intrinsics_txt(path: Path) -> np.ndarray:
@@ -82,33 +87,25 @@ def _read_intrinsics_txt(path: Path) -> np.ndarray:
     raise DatasetError(f"{path} must hold 'fx fy cx cy' or a 3x3 matrix, found {len(values)} numbers")
 
 
-def _read_camera_yaml(path: Path, size: tuple[int, int]) -> np.ndarray:
+def _read_camera_yaml(path: Path, size: tuple[int, int]) -> CameraModel:
     try:
         import yaml  # optional: only camera.yaml needs it
     except ImportError as err:
         raise DatasetError(f"reading {path} needs PyYAML (pip install pyyaml), "
                            "or write intrinsics.txt instead") from err
     try:
-        info = yaml.safe_load(path.read_text())
-        if "camera_matrix" in info:
-            data = info["camera_matrix"]["data"]
-            calib_size = (int(info["image_height"]), int(info["image_width"]))
-            distortion = (info.get("distortion_coefficients") or {}).get("data") or []
-        else:
-            data, calib_size = info["k"], (int(info["height"]), int(info["width"]))
-            distortion = info.get("d") or []
-        K_33 = np.array(data, dtype=np.float64).reshape(3, 3)
-    except (OSError, yaml.YAMLError, TypeError, KeyError, ValueError, AttributeError) as err:
-        raise DatasetError(f"cannot read camera calibration {path}: {err!r}") from err
-    if np.any(np.asarray(distortion, dtype=np.float64) != 0):
-        _logger.warning("%s has lens distortion %s; images are used as they are (not undistorted)",
-                        path, distortion)
+        camera = camera_from_calibration(yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError, CameraModelError) as err:
+        raise DatasetError(f"cannot read camera calibration {path}: {err}") from err
+    calib_size = (camera.height, camera.width)
     if calib_size != tuple(size):
         if abs(calib_size[0] / calib_size[1] - size[0] / size[1]) > 1e-2:
             raise DatasetError(f"{path} is for {calib_size[1]}x{calib_size[0]} images, "
                                f"the folder's are {size[1]}x{size[0]} (another aspect ratio)")
-        K_33 = rescale_intrinsics(K_33, calib_size, size)
-    return _checked(K_33, path)
+        camera = camera.resized(*size)
+    if camera.distorted:
+        _logger.info("%s: %s; images are undistorted", path, camera.describe())
+    return camera
 
 
 def _checked(K_33: np.ndarray, path: Path) -> np.ndarray:

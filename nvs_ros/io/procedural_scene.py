@@ -7,12 +7,15 @@ independent (Lambertian + ambient, hard shadows from one directional light), as 
 assume.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from nvs_ros.io.solid_texture import SolidTexture, SplitTexture, ValueNoise, linear_map
 
+PixelToXY = Callable[[np.ndarray], np.ndarray]
+"""Pixel positions (P, 2) -> camera-frame ray (x, y) at z = 1, (P, 2): a camera with a lens."""
 _T_MIN = 1e-9
 """Hits closer than this (in direction lengths) are ignored: avoids self-hits."""
 _SHADOW_OFFSET = 1e-4
@@ -228,8 +231,11 @@ def _may_hit_sphere(centre_3: np.ndarray, radius: float, origins_R3: np.ndarray,
 
 
 def camera_rays(K_33: np.ndarray, c2w_44: np.ndarray, height: int, width: int,
-                samples_per_side: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                samples_per_side: int = 1, pixel_to_xy: PixelToXY | None = None) -> tuple[np.ndarray, np.ndarray]:
     """World rays of a pinhole camera (zero skew; OpenCV axes and pixel convention), s x s per pixel.
+
+    pixel_to_xy: a camera with a lens instead, as the map from pixel positions (P, 2) to the
+    camera-frame (x, y) of their rays at z = 1 (K_33 is then unused).
 
     Returns origins and directions (H * W * s * s, 3), pixel-major (reshape to (H, W, s*s, 3));
     sub-samples sit on a regular grid centred on the pixel centre (u, v). Directions have camera
@@ -240,8 +246,12 @@ def camera_rays(K_33: np.ndarray, c2w_44: np.ndarray, height: int, width: int,
     v_H = (np.arange(height)[:, None] + offsets_S).ravel()
     s = samples_per_side
     # Camera-frame directions (x, y, 1) on the (H*s, W*s) sub-sample grid, then pixel-major.
-    x_HsWs = np.broadcast_to((u_W - K_33[0, 2]) / K_33[0, 0], (height * s, width * s))
-    y_HsWs = np.broadcast_to(((v_H - K_33[1, 2]) / K_33[1, 1])[:, None], (height * s, width * s))
+    if pixel_to_xy is None:
+        x_HsWs = np.broadcast_to((u_W - K_33[0, 2]) / K_33[0, 0], (height * s, width * s))
+        y_HsWs = np.broadcast_to(((v_H - K_33[1, 2]) / K_33[1, 1])[:, None], (height * s, width * s))
+    else:
+        uv_P2 = np.stack(np.broadcast_arrays(u_W[None, :], v_H[:, None]), axis=-1).reshape(-1, 2)
+        x_HsWs, y_HsWs = pixel_to_xy(uv_P2).reshape(height * s, width * s, 2).transpose(2, 0, 1)
     xy1_HsWs3 = np.stack([x_HsWs, y_HsWs, np.ones((height * s, width * s))], axis=-1)
     dirs_cam_R3 = xy1_HsWs3.reshape(height, s, width, s, 3).transpose(0, 2, 1, 3, 4).reshape(-1, 3)
     dirs_R3 = linear_map(dirs_cam_R3, c2w_44[:3, :3])
@@ -250,13 +260,14 @@ def camera_rays(K_33: np.ndarray, c2w_44: np.ndarray, height: int, width: int,
 
 
 def render_view(scene: Scene, K_33: np.ndarray, c2w_44: np.ndarray, height: int, width: int,
-                samples_per_side: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Anti-aliased colour (H, W, 3) in [0, 1] and foreground coverage (H, W) in [0, 1].
+                samples_per_side: int = 2, pixel_to_xy: PixelToXY | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Anti-aliased colour (H, W, 3) in [0, 1] and foreground coverage (H, W) in [0, 1];
+    `pixel_to_xy`: a lens, as in `camera_rays`.
 
     Shading and the sub-sample average are in linear light; the colour returned is display
     encoded (gamma 1 / 2.2), which keeps shadowed and dark texture regions readable.
     """
-    origins_R3, dirs_R3 = camera_rays(K_33, c2w_44, height, width, samples_per_side)
+    origins_R3, dirs_R3 = camera_rays(K_33, c2w_44, height, width, samples_per_side, pixel_to_xy)
     rgb_R3, _, index_R = scene.shade(origins_R3, dirs_R3)
     samples = samples_per_side * samples_per_side
     rgb_HW3 = rgb_R3.reshape(height, width, samples, 3).mean(axis=2) ** (1.0 / 2.2)

@@ -1,6 +1,7 @@
 """The camera in: raw or compressed images + CameraInfo (or fallback intrinsics), each frame
-converted and validated, bad input skipped with a throttled warning and counted; a good frame
-goes to the FrameIntake (app/frame_intake.py) with its intrinsics and odometry.
+converted, validated and undistorted to a pinhole image (io.camera_models), bad input skipped with
+a throttled warning and counted; a good frame goes to the FrameIntake (app/frame_intake.py) with
+its intrinsics and odometry.
 
 With `reliable_qos` the subscriptions only queue the messages and the frame queue's thread takes
 them in (ros/frame_queue.py); else the callbacks do (one at a time either way: the node's default
@@ -19,6 +20,8 @@ from std_msgs.msg import Header
 
 from nvs_ros.app.frame_intake import FrameIntake
 from nvs_ros.core.cameras import intrinsics_matrix
+from nvs_ros.io.camera_models import CameraModel, camera_from_info, is_rectified_topic, undistorter
+from nvs_ros.io.errors import CameraModelError, UncalibratedCameraError
 from nvs_ros.ros import WARNING_PERIOD_S
 from nvs_ros.ros.frame_queue import FrameQueue
 from nvs_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8
@@ -64,43 +67,50 @@ class IngestStats:
 
 
 class CameraIntrinsics:
-    """The camera's K: from the latest valid CameraInfo, else the fallback parameters."""
+    """The camera: from the latest usable CameraInfo (its lens undistorted by io.camera_models;
+    on an image_rect topic, P), else the fallback parameters (a pinhole camera)."""
 
     def __init__(self, config: NodeConfig) -> None:
         self._fallback = None
         if config.has_fallback_intrinsics:
             self._fallback = intrinsics_matrix(config.fallback_fx, config.fallback_fy,
                                                config.fallback_cx, config.fallback_cy)
-        self._from_info: np.ndarray | None = None
-        self._info_size: tuple[int, int] | None = None
+        self._rectified = is_rectified_topic(config.image_topic)
+        self.camera: CameraModel | None = None
+        """The camera of the latest usable CameraInfo."""
 
     @property
     def known(self) -> bool:
-        return self._from_info is not None or self._fallback is not None
+        return self.camera is not None or self._fallback is not None
 
     @property
     def source(self) -> str:
-        if self._from_info is not None:
+        if self.camera is not None:
             return "camera_info"
         return "fallback parameters" if self._fallback is not None else "none"
 
-    def update(self, msg: CameraInfo) -> None:
-        """Take a CameraInfo; ValueError when it cannot describe a pinhole camera."""
-        K_33 = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-        if msg.width == 0 or msg.height == 0 or K_33[0, 0] <= 0 or K_33[1, 1] <= 0:
-            raise ValueError(f"CameraInfo without a usable camera (size {msg.width}x{msg.height}, "
-                             f"fx {K_33[0, 0]}, fy {K_33[1, 1]})")
-        self._from_info, self._info_size = K_33, (msg.height, msg.width)
+    def describe(self) -> str:
+        if self.camera is not None:
+            return self.camera.describe() + (", undistorted" if self.camera.distorted else "")
+        return "" if self._fallback is None else "pinhole (fallback parameters)"
 
-    def for_image(self, height: int, width: int) -> np.ndarray:
-        """K for an image of this size; ValueError when none is known or sizes disagree."""
-        if self._from_info is not None:
-            if self._info_size != (height, width):
-                raise ValueError(f"CameraInfo is for {self._info_size[1]}x{self._info_size[0]} "
-                                 f"images, this image is {width}x{height}")
-            return self._from_info
+    def update(self, msg: CameraInfo) -> bool:
+        """Take a CameraInfo; True when it describes another camera than before. CameraModelError
+        (UncalibratedCameraError for K[0] = 0) when it describes none."""
+        camera = camera_from_info(msg, rectified=self._rectified)
+        changed, self.camera = camera != self.camera, camera
+        return changed
+
+    def to_pinhole(self, rgb_HW3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the image undistorted, its K); ValueError when no camera is known or sizes disagree."""
+        if self.camera is not None:
+            if (self.camera.height, self.camera.width) != rgb_HW3.shape[:2]:
+                raise ValueError(f"CameraInfo is for {self.camera.width}x{self.camera.height} images, "
+                                 f"this image is {rgb_HW3.shape[1]}x{rgb_HW3.shape[0]}")
+            pinhole = undistorter(self.camera)  # maps built once per camera
+            return pinhole(rgb_HW3), pinhole.K_33
         if self._fallback is not None:
-            return self._fallback
+            return rgb_HW3, self._fallback
         raise ValueError(NO_INTRINSICS)
 
 
@@ -153,10 +163,18 @@ class CameraInput:
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            self.intrinsics.update(msg)
-        except ValueError as err:
+            changed = self.intrinsics.update(msg)
+        except UncalibratedCameraError as err:
+            then = (f"using {self.intrinsics.describe() or 'the last calibrated CameraInfo'}"
+                    if self.intrinsics.known else "frames wait: set fallback_fx/fy/cx/cy or calibrate the camera")
+            self._node.get_logger().warning(f"ignoring CameraInfo: {err}; {then}",
+                                            throttle_duration_sec=WARNING_PERIOD_S)
+            return
+        except CameraModelError as err:
             self._node.get_logger().warning(f"ignoring CameraInfo: {err}", throttle_duration_sec=WARNING_PERIOD_S)
             return
+        if changed:
+            self._node.get_logger().info(f"camera: {self.intrinsics.describe()}")
         while self.waiting:
             self._accept(*self.waiting.popleft())
 
@@ -182,7 +200,7 @@ class CameraInput:
 
     def _accept(self, header: Header, rgb_HW3: np.ndarray) -> None:
         try:
-            K_33 = self.intrinsics.for_image(*rgb_HW3.shape[:2])
+            rgb_HW3, K_33 = self.intrinsics.to_pinhole(rgb_HW3)
         except ValueError as err:
             self._skip(str(err))
             return

@@ -32,6 +32,7 @@ def camera_input_status(node_name: str, camera: CameraInput, image_topic: str) -
               "frames_dropped_queue_full": queue.dropped if queue is not None else 0,
               "last_skip_reason": stats.last_skip_reason, "keyframes": len(camera.intake.keyframes),
               "intrinsics": camera.intrinsics.source,
+              "camera": camera.intrinsics.describe(),
               "image_size": f"{stats.last_size[1]}x{stats.last_size[0]}",
               "latency_s": f"{stats.last_latency_s:.3f}", "latency_note": stats.latency_note,
               "clock": camera.clock_name(),

@@ -14,6 +14,7 @@ from nvs_ros.io.bag_writer import (DEFAULT_START_NS, camera_info_message, compre
 from nvs_ros.io.bag_files import TYPESTORE, is_bag
 from nvs_ros.io.bags import CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, BagSource, read_bag
 from nvs_ros.io.bundled_scene import render_bundled_scene
+from nvs_ros.io.camera_models import CameraModel
 from nvs_ros.io.errors import BagError
 from nvs_ros.io.image_files import downscale
 
@@ -40,7 +41,8 @@ def write_custom_bag(path, topics, storage=StoragePlugin.MCAP):
 
 
 def camera_topics(scene, prefix="/cam", views=range(3), compressed=False):
-    info = [(i, camera_info_message(scene.K_N33[i], scene.width, scene.height, i, FRAME)) for i in views]
+    info = [(i, camera_info_message(CameraModel.create(scene.K_N33[i], scene.width, scene.height), i, FRAME))
+            for i in views]
     if compressed:
         images = [(i, compressed_image_message(scene.images_NHW3[i], i, FRAME)) for i in views]
         return {f"{prefix}/image_raw/compressed": (COMPRESSED_IMAGE_TYPE, images),
@@ -149,9 +151,11 @@ def test_missing_camera_info_needs_intrinsics(scene, tmp_path):
 
 def test_camera_info_latest_before_each_image(scene, tmp_path):
     K_later = scene.K_N33[0] * np.array([[2, 1, 1], [1, 2, 1], [1, 1, 1]])
-    infos = [(5, camera_info_message(np.zeros((3, 3)), 32, 32, 5, FRAME)),  # K = 0: not calibrated
-             (15, camera_info_message(scene.K_N33[0], 32, 32, 15, FRAME)),
-             (25, camera_info_message(K_later, 64, 64, 25, FRAME))]  # for 64 px images: rescaled
+    uncalibrated = camera_info_message(CameraModel.create(scene.K_N33[0], 32, 32), 5, FRAME)
+    uncalibrated.k[:] = 0  # K = 0: what a driver without a calibration file publishes
+    infos = [(5, uncalibrated),
+             (15, camera_info_message(CameraModel.create(scene.K_N33[0], 32, 32), 15, FRAME)),
+             (25, camera_info_message(CameraModel.create(K_later, 64, 64), 25, FRAME))]  # for 64 px images: rescaled
     images = [(10 * i, image_message(scene.images_NHW3[i], 10 * i, FRAME)) for i in range(5)]
     bag = write_custom_bag(tmp_path / "bag", {"/cam/image": (IMAGE_TYPE, images),
                                               "/cam/camera_info": (CAMERA_INFO_TYPE, infos)})
@@ -208,7 +212,7 @@ def test_all_images_bad_is_a_bag_error(tmp_path):
     garbage = [(i, compressed_image_message(np.zeros((8, 8, 3), np.uint8), i, FRAME)) for i in range(3)]
     for _, msg in garbage:
         msg.data = msg.data[:20]  # truncated JPEG
-    info = [(0, camera_info_message(intrinsics_matrix(8, 8, 3.5, 3.5), 8, 8, 0, FRAME))]
+    info = [(0, camera_info_message(CameraModel.create(intrinsics_matrix(8, 8, 3.5, 3.5), 8, 8), 0, FRAME))]
     bag = write_custom_bag(tmp_path / "bag", {"/c/image_raw/compressed": (COMPRESSED_IMAGE_TYPE, garbage),
                                               "/c/camera_info": (CAMERA_INFO_TYPE, info)})
     with pytest.raises(BagError, match="none of the 3 selected image messages"):

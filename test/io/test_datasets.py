@@ -12,6 +12,7 @@ import pytest
 from geometry_checks import median_sampson_error, sampson_errors_px, sift_matches, fundamental_from_poses
 
 from nvs_ros.core.conventions import c2w_cv_to_gl
+from nvs_ros.io.camera_models import CameraModel, undistorter
 from nvs_ros.io.datasets import describe_formats, detect_format, load_for_features, load_image_set
 from nvs_ros.io.dtu import decompose_projections
 from nvs_ros.io.errors import DatasetError
@@ -277,10 +278,11 @@ def test_image_folder_reads_ros_camera_yaml_at_another_resolution(tmp_path, capl
         "  cols: 3\n  data: [80.0, 0.0, 31.5, 0.0, 82.0, 23.5, 0.0, 0.0, 1.0]\n"
         "distortion_model: plumb_bob\ndistortion_coefficients:\n  rows: 1\n  cols: 5\n"
         "  data: [0.1, 0.0, 0.0, 0.0, 0.0]\n")
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         image_set = load_image_set(tmp_path)
-    np.testing.assert_allclose(image_set.K_N33[0], [[40, 0, 15.5], [0, 41, 11.5], [0, 0, 1]])
-    assert "distortion" in caplog.text
+    camera = CameraModel.create([[40, 0, 15.5], [0, 41, 11.5], [0, 0, 1]], 32, 24, "plumb_bob", [0.1, 0, 0, 0, 0])
+    np.testing.assert_allclose(image_set.K_N33[0], undistorter(camera).K_33)  # test_camera_models: the pixels
+    assert "images are undistorted" in caplog.text
 
 
 def test_image_folder_grayscale_and_rgba(tmp_path):

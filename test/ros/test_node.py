@@ -13,9 +13,14 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
+from lens_scene import blurred_error, lens_views, pinhole_views, plumb_bob_camera  # noqa: E402
+
 from nvs_ros.core.errors import InputError  # noqa: E402
+from nvs_ros.io.camera_models import undistorter  # noqa: E402
 from nvs_ros.ros import node as node_module  # noqa: E402
+from nvs_ros.ros.camera_input import CameraIntrinsics  # noqa: E402
 from nvs_ros.ros.image_conversion import numpy_to_image_msg, rgb8_to_compressed_msg  # noqa: E402
+from nvs_ros.ros.params import NodeConfig  # noqa: E402
 from nvs_ros.ros.qos import RELIABLE_IMAGE_QOS  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -136,6 +141,60 @@ def test_compressed_transport_decodes_jpeg_and_skips_garbage(rclpy_context, spin
         assert proc.poll() is None
     finally:
         stop_node(proc)
+
+
+def camera_info_msg(camera, **fields) -> CameraInfo:
+    return CameraInfo(width=camera.width, height=camera.height, k=list(camera.k), d=list(camera.d),
+                      distortion_model=camera.lens, **fields)
+
+
+def test_camera_info_lens_is_undistorted_and_image_rect_uses_p():
+    camera = plumb_bob_camera()
+    raw_HW3 = lens_views(camera, num_views=1).images_NHW3[0]
+    intrinsics = CameraIntrinsics(NodeConfig())
+    assert intrinsics.update(camera_info_msg(camera)) and not intrinsics.update(camera_info_msg(camera))
+    rgb_HW3, K_33 = intrinsics.to_pinhole(raw_HW3)
+    np.testing.assert_allclose(K_33, undistorter(camera).K_33)
+    assert blurred_error(rgb_HW3, pinhole_views(K_33, camera.width, camera.height, 1)[0]) < 3.0
+    assert "plumb_bob" in intrinsics.describe() and "undistorted" in intrinsics.describe()
+
+    rect = CameraIntrinsics(NodeConfig(image_topic="/camera/image_rect"))
+    P_34 = np.hstack([K_33, np.zeros((3, 1))])
+    rect.update(camera_info_msg(camera, p=list(P_34.ravel())))
+    same_HW3, K_rect_33 = rect.to_pinhole(rgb_HW3)
+    assert same_HW3 is rgb_HW3
+    np.testing.assert_allclose(K_rect_33, K_33)
+
+
+def test_node_falls_back_on_uncalibrated_camera_info_then_undistorts_a_lens(rclpy_context, spin_until):
+    proc = start_node("-p", "diagnostics_period_s:=0.1", "-p", "reliable_qos:=true",
+                      "-p", "fallback_fx:=80.0", "-p", "fallback_fy:=80.0",
+                      "-p", "fallback_cx:=47.5", "-p", "fallback_cy:=47.5")
+    try:
+        driver = CameraDriver(rclpy_context, spin_until)
+        driver.wait_for_node()
+        camera = plumb_bob_camera()
+        raw_HW3 = lens_views(camera, num_views=1).images_NHW3[0]
+        uncalibrated = camera_info_msg(camera)
+        uncalibrated.k = [0.0] * 9
+        driver.infos.publish(uncalibrated)
+        driver.images.publish(numpy_to_image_msg(raw_HW3, "rgb8"))
+        driver.wait_for("frames_accepted", "1")
+        assert driver.status["intrinsics"] == "fallback parameters"
+        assert driver.status["camera"] == "pinhole (fallback parameters)"
+
+        deadline_spins = 0
+        while driver.status.get("intrinsics") != "camera_info" and deadline_spins < 60:
+            driver.infos.publish(camera_info_msg(camera))
+            spin_until(driver.node, lambda: driver.status.get("intrinsics") == "camera_info", 0.5)
+            deadline_spins += 1
+        assert driver.status["camera"].startswith("96x96 fx 92.2") and "plumb_bob" in driver.status["camera"]
+        assert driver.status["camera"].endswith("undistorted")
+        driver.images.publish(numpy_to_image_msg(raw_HW3, "rgb8"))
+        driver.wait_for("frames_accepted", "2")
+    finally:
+        log = stop_node(proc)
+    assert "CameraInfo is uncalibrated (K[0] = 0" in log and "using pinhole (fallback parameters)" in log
 
 
 def test_wrong_parameter_type_fails_with_a_message_naming_it(tmp_path):
