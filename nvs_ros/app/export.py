@@ -196,8 +196,8 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
 
 def export_scene(scene_dir: Path, out: Path, fmt: str = "onnx", images: str | None = None) -> dict:
     """Export the output folder `scene_dir` into `out` (created) as `fmt`; returns the manifest,
-    also written to out/manifest.json. OutputFolderError when scene_dir holds nothing to export; `images`: where the views' images are (default: the
-    dataset run.json records)."""
+    also written to out/manifest.json. OutputFolderError when scene_dir holds nothing to export;
+    `images`: where the views' images are (default: the dataset run.json records)."""
     export_format = EXPORT_FORMATS[fmt]
     source = Path(scene_dir) / export_format.source
     if not source.is_file():

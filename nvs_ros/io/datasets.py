@@ -43,7 +43,8 @@ FORMATS: dict[str, str] = {
 
 def describe_formats() -> str:
     """The supported sources in one line, for error messages (FORMATS says more of each)."""
-    return ("a NeRF-synthetic (transforms_*.json), nerfstudio (transforms.json), COLMAP (sparse/0), LLFF (poses_bounds.npy), DTU (cameras_sphere.npz) or "
+    return ("a NeRF-synthetic (transforms_*.json), nerfstudio (transforms.json), COLMAP (sparse/0), "
+            "LLFF (poses_bounds.npy), DTU (cameras_sphere.npz) or "
             "Middlebury (*_par.txt) folder, a folder of png/jpg images, a ROS bag (metadata.yaml, .mcap, "
             f".db3, .bag) or {BUNDLED}[:{'|'.join(BUNDLED_VARIANTS)}[:{'|'.join(BUNDLED_PATHS)}]]")
 

@@ -82,8 +82,9 @@ def test_only_registered_views_are_exported(scene_dir, tmp_path) -> None:
     estimates = read_poses(folder)
     registered_N = np.ones(len(estimates), dtype=bool)
     registered_N[3] = False
-    write_json(folder / "poses.json", poses_to_json(dataclasses.replace(
-        estimates, registered_N=registered_N, c2w_N44=np.where(registered_N[:, None, None], estimates.c2w_N44, np.nan))))
+    c2w_N44 = np.where(registered_N[:, None, None], estimates.c2w_N44, np.nan)
+    write_json(folder / "poses.json", poses_to_json(dataclasses.replace(estimates, registered_N=registered_N,
+                                                                        c2w_N44=c2w_N44)))
     export_scene(folder, tmp_path / "ns", "nerfstudio")
     export_scene(folder, tmp_path / "colmap", "colmap")
     kept = [name for name, registered in zip(estimates.names, registered_N) if registered]
