@@ -8,6 +8,7 @@ Examples:
     nvs-ros register runs/chair new_frame.png      # pose new frames in a reconstructed scene
     nvs-ros register runs/chair new_frame.png --backend onnxruntime
     nvs-ros export runs/chair --format onnx         # encoder.onnx, field.onnx, manifest.json
+    nvs-ros export runs/chair --format nerfstudio   # transforms.json + images/: ns-train nerfacto --data
     nvs-ros bag-from bundled out/room_bag --size 64 --views 24   # any dataset -> ROS 2 bag
     nvs-ros play out/room_bag --rate 0.5 --loop                  # publish it with /clock
 """
@@ -68,7 +69,8 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 """
 
-DATASET_HELP = ("a dataset folder (NeRF-synthetic transforms_*.json, LLFF poses_bounds.npy, "
+DATASET_HELP = ("a dataset folder (NeRF-synthetic transforms_*.json, nerfstudio transforms.json, COLMAP "
+                "sparse/0 + images/, LLFF poses_bounds.npy, "
                 "DTU cameras_sphere.npz, Middlebury *_par.txt), an image folder, or "
                 "bundled[:room|object[:ring|sphere|arc]] for the built-in rendered scene")
 
@@ -215,9 +217,10 @@ def run_export(args: argparse.Namespace) -> int:
     from nvs_ros.app.export import export_scene
 
     out = Path(args.out) if args.out else Path(args.scene_dir) / "export" / args.format
-    manifest = export_scene(Path(args.scene_dir), out, args.format)
+    manifest = export_scene(Path(args.scene_dir), out, args.format, images=args.images)
     for item in manifest["files"]:
-        CONSOLE.print(f"{out / item['file']}: {item['graph']}, opset {item['opset']}")
+        what = f"{item['graph']}, opset {item['opset']}" if "graph" in item else item["meaning"]
+        CONSOLE.print(f"{out / item['file']}: {what}")
     CONSOLE.print(f"manifest: {out / 'manifest.json'}")
     return EXIT_OK
 
@@ -316,8 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="initial poses instead of learning them: 'features' chains OpenCV features "
                      "through the images (textured captures) and keeps them; 'auto' does so where the "
                      "chain places at least half of the images and otherwise learns the poses from the "
-                     "images alone, as 'none' always does; a folder or poses.json (e.g. odometry, matched "
-                     "by image name) is refined as given, and its frame and scale are those of the "
+                     "images alone, as 'none' always does; an output folder or poses.json (e.g. odometry), "
+                     "a COLMAP model or a transforms.json (poses matched by image name) is refined as given, "
+                     "and its frame and scale are those of the "
                      "products (default: auto)")
     rec.set_defaults(run=run_reconstruct)
 
@@ -336,15 +340,22 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: auto)")
     register.set_defaults(run=run_register)
 
-    export = commands.add_parser("export", help="export a reconstructed scene's networks for other runtimes",
-                                 description="Writes the scene's inference graphs (the encoder pass, the field's "
-                                 "point query) as ONNX files into OUT (default: SCENE_DIR/export/onnx) with "
-                                 "manifest.json: names, shapes (-1: dynamic), dtypes, opset and the sha256 of the "
-                                 "scene checkpoint they came from. TensorRT engines are built from these where "
-                                 "they run (`register --backend tensorrt`): they depend on the GPU.")
-    export.add_argument("scene_dir", help="a `reconstruct` output folder (holds scene.pt)")
+    export = commands.add_parser("export", help="export a reconstructed scene for other runtimes and tools",
+                                 description="Writes into OUT (default: SCENE_DIR/export/FORMAT), with "
+                                 "manifest.json (what each file is, the sha256 of the file it came from): "
+                                 "onnx: the scene's inference graphs (the encoder pass, the field's point query; "
+                                 "TensorRT engines are built from these where they run, `register --backend "
+                                 "tensorrt`); nerfstudio: transforms.json (PINHOLE, camera-to-world in OpenGL "
+                                 "axes) + images/ + cloud.ply, for `ns-train nerfacto --data OUT`; colmap: a "
+                                 "text model in sparse/0 (cameras, images, points3D from cloud.ply) + images/. "
+                                 "Only registered views are exported, with the images the run read, at the size "
+                                 "they are stored at.")
+    export.add_argument("scene_dir", help="a `reconstruct` output folder (onnx: holds scene.pt; others: poses.json)")
     export.add_argument("--format", choices=sorted(EXPORT_FORMATS), default="onnx", help="(default: onnx)")
     export.add_argument("--out", default=None, help="folder to write (default: SCENE_DIR/export/FORMAT)")
+    export.add_argument("--images", default=None, metavar="SOURCE",
+                        help="nerfstudio, colmap: the dataset the views' images are read from, matched by name "
+                             "(default: the dataset run.json records)")
     export.set_defaults(run=run_export)
 
     bag_from = commands.add_parser("bag-from", help="write a dataset as a ROS 2 bag",

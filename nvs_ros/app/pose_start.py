@@ -2,7 +2,9 @@
 features, read from a poses file, or given by odometry.
 
 A start is asked for as `reconstruct --init` asks: "auto", "none", "features" or the path of an
-output folder / poses.json. `resolve_pose_start` turns the request into an `InitialPoses`: the
+output folder / poses.json, a COLMAP model (or the dataset folder holding one) or a nerfstudio /
+instant-ngp / NeRF-synthetic transforms.json (or its folder): that is the only way their poses
+reach an estimator. `resolve_pose_start` turns the request into an `InitialPoses`: the
 poses (or none) and where they came from, with the trainer settings that go with them.
 """
 
@@ -14,11 +16,14 @@ from typing import Literal
 
 import numpy as np
 
+from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.errors import InputError
 from nvs_ros.core.image_set import ImageSet
 from nvs_ros.core.trainer_config import TrainerConfig, config_for_mode
+from nvs_ros.io.colmap_model import find_colmap_model, read_colmap_model
 from nvs_ros.io.datasets import load_for_features
 from nvs_ros.io.output_folder import read_poses
+from nvs_ros.io.transforms_json import is_nerf_synthetic, is_transforms_folder, read_transforms_poses
 
 _log = logging.getLogger(__name__)
 
@@ -32,7 +37,8 @@ class PoseStart(str, Enum):
     FEATURES = "features"
     """Chained from OpenCV features through the ordered images."""
     POSES_FILE = "poses file"
-    """Read from an output folder or poses.json; they also fix the products' frame and scale."""
+    """Read from an output folder or poses.json, a COLMAP model or a transforms.json; they also
+    fix the products' frame and scale."""
     ODOMETRY = "odometry"
     """The robot's odometry (TF) at each keyframe's stamp; fixes frame and metric scale."""
 
@@ -97,10 +103,22 @@ def initial_poses(init: str, image_set: ImageSet, feature_set: ImageSet | None =
     return InitialPoses(PoseStart.POSES_FILE, read_poses_file(Path(init), image_set), init)
 
 
+def read_pose_source(path: Path) -> CameraEstimates:
+    """The poses at `path`: an output folder or poses.json, a COLMAP model (text or binary, or a
+    folder holding one in sparse/0), or a transforms.json (or the folder holding one)."""
+    path = Path(path)
+    if path.suffix == ".json" and path.name.startswith("transforms") or path.is_dir() and (
+            is_transforms_folder(path) or is_nerf_synthetic(path)):
+        return read_transforms_poses(path)
+    if path.is_dir() and not (path / "poses.json").is_file() and find_colmap_model(path) is not None:
+        return read_colmap_model(path)
+    return read_poses(path)
+
+
 def read_poses_file(path: Path, image_set: ImageSet) -> np.ndarray:
-    """(N, 4, 4) poses of `image_set`'s views from an output folder or its poses.json, matched by
-    image name; NaN where the file has none (or the view is unregistered there)."""
-    estimates = read_poses(path)
+    """(N, 4, 4) poses of `image_set`'s views from a poses source (`read_pose_source`), matched
+    by image name; NaN where the file has none (or the view is unregistered there)."""
+    estimates = read_pose_source(path)
     by_name = {name: i for i, name in enumerate(estimates.names)}
     c2w_N44 = np.full((len(image_set), 4, 4), np.nan)
     for i, name in enumerate(image_set.names):

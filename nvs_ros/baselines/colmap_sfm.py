@@ -23,11 +23,7 @@ import pycolmap
 from nvs_ros.core.camera_estimates import CameraEstimates
 from nvs_ros.core.conventions import w2c_to_c2w
 from nvs_ros.core.image_set import ImageSet
-
-# COLMAP puts the centre of the top-left pixel at (0.5, 0.5); nvs_ros (OpenCV, core.cameras)
-# puts it at (0, 0). Principal points move by this much on the way in and back out.
-_COLMAP_PIXEL_OFFSET = 0.5
-
+from nvs_ros.io.colmap_model import colmap_camera_params, intrinsics_from_colmap
 
 @dataclass(frozen=True)
 class ColmapConfig:
@@ -76,23 +72,6 @@ def shared_intrinsics(K_N33: np.ndarray) -> tuple[np.ndarray, float]:
     """
     K_33 = K_N33.mean(axis=0)
     return K_33, float(np.abs(K_N33 - K_33).max())
-
-
-def colmap_camera_params(K_33: np.ndarray, model: str) -> list[float]:
-    """pycolmap camera parameters (COLMAP pixel convention) for OpenCV intrinsics K."""
-    fx, fy = K_33[0, 0], K_33[1, 1]
-    cx, cy = K_33[0, 2] + _COLMAP_PIXEL_OFFSET, K_33[1, 2] + _COLMAP_PIXEL_OFFSET
-    if model == "SIMPLE_PINHOLE":
-        return [0.5 * (fx + fy), cx, cy]
-    return [fx, fy, cx, cy]
-
-
-def intrinsics_from_colmap(camera: pycolmap.Camera) -> np.ndarray:
-    """OpenCV 3x3 intrinsics of a pycolmap pinhole camera."""
-    K_33 = np.asarray(camera.calibration_matrix(), dtype=np.float64).copy()
-    K_33[0, 2] -= _COLMAP_PIXEL_OFFSET
-    K_33[1, 2] -= _COLMAP_PIXEL_OFFSET
-    return K_33
 
 
 def write_images(image_set: ImageSet, folder: Path) -> list[str]:

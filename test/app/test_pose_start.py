@@ -66,3 +66,23 @@ def test_the_start_names_are_the_live_scenes() -> None:
     """One vocabulary: the live scene reports its pose start in the same words."""
     assert {s.value for s in PoseStart} >= {"odometry", "features", "learnt"}
     assert PoseStart.ODOMETRY.value == "odometry" and PoseStart("poses file") is PoseStart.POSES_FILE
+
+
+@pytest.mark.parametrize("layout", ["colmap", "transforms"])
+def test_a_colmap_model_or_a_transforms_json_starts_the_poses_it_holds(arc, tmp_path, layout) -> None:
+    """`--init DIR` with a COLMAP model (DIR/sparse/0, or the model folder itself) or a transforms.json:
+    its poses, matched by image name, start the views; as a poses file, they fix frame and scale."""
+    from nvs_ros.io.colmap_model import write_colmap_model
+    from nvs_ros.io.transforms_json import write_transforms
+
+    given = CameraEstimates(names=list(arc.names), c2w_N44=arc.c2w_N44, registered_N=np.ones(len(arc), dtype=bool),
+                            K_N33=arc.K_N33, sizes_N2=np.tile([arc.width, arc.height], (len(arc), 1)))
+    if layout == "colmap":
+        model = write_colmap_model(tmp_path / "sparse" / "0", given, np.zeros((0, 3)), np.zeros((0, 3)))
+        sources = [tmp_path, model]
+    else:
+        sources = [tmp_path, write_transforms(tmp_path, given, list(arc.names))]
+    for source in sources:
+        start = initial_poses(str(source), arc)
+        assert start.start is PoseStart.POSES_FILE and start.prior_source == "poses file"
+        np.testing.assert_allclose(start.c2w_N44, arc.c2w_N44, atol=1e-6)

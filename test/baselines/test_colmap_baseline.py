@@ -13,6 +13,7 @@ import pycolmap
 
 from nvs_ros.baselines import colmap_sfm
 from nvs_ros.core.image_set import ImageSet
+from nvs_ros.io import colmap_model
 from nvs_ros.io.output_folder import read_poses
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,10 +43,10 @@ def test_estimator_refuses_ground_truth(tmp_path):
 
 def test_principal_point_moves_to_colmap_pixel_convention():
     K_33 = np.array([[500.0, 0, 319.5], [0, 510.0, 239.5], [0, 0, 1]])
-    params = colmap_sfm.colmap_camera_params(K_33, "PINHOLE")
+    params = colmap_model.colmap_camera_params(K_33, "PINHOLE")
     assert params == [500.0, 510.0, 320.0, 240.0]  # image centre of 640x480 in COLMAP pixels
     camera = pycolmap.Camera(model="PINHOLE", width=640, height=480, params=params)
-    np.testing.assert_allclose(colmap_sfm.intrinsics_from_colmap(camera), K_33)
+    np.testing.assert_allclose(colmap_model.intrinsics_from_colmap(camera), K_33)
 
 
 def test_shared_intrinsics_is_the_mean():
