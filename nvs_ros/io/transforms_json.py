@@ -7,8 +7,9 @@ Read:
 - nerfstudio / instant-ngp: one `transforms.json` (one split, "train": every frame) with `fl_x`,
   `fl_y`, `cx`, `cy`, `w`, `h` at the top or per frame (instant-ngp may give `camera_angle_x` /
   `camera_angle_y` instead), `camera_model` PINHOLE, OPENCV or OPENCV_FISHEYE and `k1`-`k4`,
-  `p1`, `p2`. Lens distortion is refused for now (an InputError naming the model); OPENCV with
-  all coefficients zero is a pinhole camera.
+  `p1`, `p2`: OPENCV is plumb_bob (k1 k2 p1 p2, k3 where given), OPENCV_FISHEYE (or
+  `is_fisheye`) equidistant (k1-k4), undistorted at load time by io.camera_models like every
+  other input; all coefficients zero is a pinhole camera. A lens must be shared by every frame.
 Every frame has a `file_path` (relative; NeRF synthetic leaves out ".png") and a
 `transform_matrix`: camera-to-world in the OpenGL/Blender camera convention (x right, y up,
 z back), the ground truth of the images (never shown to an estimator; an `--init` source when
@@ -33,7 +34,8 @@ from nvs_ros.core.cameras import intrinsics_matrix
 from nvs_ros.core.conventions import c2w_cv_to_gl, c2w_gl_to_cv
 from nvs_ros.core.errors import InputError
 from nvs_ros.core.image_set import ImageSet
-from nvs_ros.io.errors import DatasetError
+from nvs_ros.io.camera_models import CameraModel, undistorter
+from nvs_ros.io.errors import CameraModelError, DatasetError
 from nvs_ros.io.image_files import evenly_spaced_indices, read_images, rescale_intrinsics
 from nvs_ros.io.output_folder import write_json
 
@@ -93,9 +95,12 @@ def load_transforms(folder: str | Path, split: str = "train", max_side: int | No
                      meta_path, len(meta["frames"]), len(frames))
     frames = [frames[i] for i in evenly_spaced_indices(len(frames), views)]
 
-    images_NHW3, masks_NHW, stored_size = read_images([path for path, _ in frames], max_side)
-    K_N33 = np.array([rescale_intrinsics(K_33, size, images_NHW3.shape[1:3]) for K_33, size in
-                      (_intrinsics(meta, frame, stored_size, meta_path) for _, frame in frames)])
+    stored_size = _image_size(frames[0][0])  # the lens acts on the files as stored
+    cameras = [_camera(meta, frame, stored_size, meta_path) for _, frame in frames]
+    to_pinhole = _undistorter(cameras, meta_path)
+    images_NHW3, masks_NHW, stored_size = read_images([path for path, _ in frames], max_side, to_pinhole)
+    K_N33 = np.array([rescale_intrinsics(K_33, (camera.height, camera.width), images_NHW3.shape[1:3])
+                      for K_33, camera in zip(_pinhole_K(cameras, to_pinhole), cameras)])
     c2w_gl_N44 = np.array([frame["transform_matrix"] for _, frame in frames], dtype=np.float64)
     return ImageSet(
         names=[path.relative_to(meta_path.parent).as_posix() for path, _ in frames],
@@ -111,13 +116,9 @@ def read_transforms_poses(path: str | Path) -> CameraEstimates:
     meta_path = transforms_path(path)
     meta = _read_json(meta_path)
     paths = [_frame_path(meta_path.parent, frame, meta_path) for frame in meta["frames"]]
-    stored_size = None
-    if not all(key in meta or key in frame for key in ("w", "h") for frame in meta["frames"]):
-        first = cv2.imread(str(paths[0]), cv2.IMREAD_UNCHANGED)
-        if first is None:
-            raise DatasetError(f"{meta_path} states no image size and {paths[0]} cannot be read")
-        stored_size = first.shape[:2]
-    intrinsics = [_intrinsics(meta, frame, stored_size, meta_path) for frame in meta["frames"]]
+    cameras = [_camera(meta, frame, _stored_size(meta, paths), meta_path) for frame in meta["frames"]]
+    intrinsics = list(zip(_pinhole_K(cameras, _undistorter(cameras, meta_path)),
+                          [(camera.height, camera.width) for camera in cameras]))
     return CameraEstimates(
         names=[p.relative_to(meta_path.parent).as_posix() for p in paths],
         c2w_N44=c2w_gl_to_cv(np.array([frame["transform_matrix"] for frame in meta["frames"]], dtype=np.float64)),
@@ -151,20 +152,52 @@ def _camera_entry(K_33: np.ndarray, size_2: np.ndarray) -> dict:
             "cy": float(K_33[1, 2]) + PIXEL_OFFSET, "w": int(size_2[0]), "h": int(size_2[1])}
 
 
-def _intrinsics(meta: dict, frame: dict, stored_size: tuple[int, int] | None,
-                meta_path: Path) -> tuple[np.ndarray, tuple[int, int]]:
-    """(K in nvs_ros's pixel convention, the (height, width) it is for) of one frame: its own
-    keys, else the file's, else the field of view and the stored size."""
+def _stored_size(meta: dict, paths: list[Path]) -> tuple[int, int] | None:
+    """(height, width) of the first image where some frame states no size, else None (not read)."""
+    if all(key in meta or key in frame for key in ("w", "h") for frame in meta["frames"]):
+        return None
+    return _image_size(paths[0])
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DatasetError(f"{path} cannot be read")
+    return image.shape[:2]
+
+
+def _undistorter(cameras: list[CameraModel], meta_path: Path):
+    """The lens's undistorter where the frames have one (one lens for all), else None."""
+    if not any(camera.distorted for camera in cameras):
+        return None
+    if len(set(cameras)) > 1:
+        raise InputError(f"{meta_path}: frames with a lens must share one camera (intrinsics and lens)")
+    return undistorter(cameras[0])
+
+
+def _pinhole_K(cameras: list[CameraModel], to_pinhole) -> list[np.ndarray]:
+    """The frames' intrinsics as the loaded (undistorted) images have them."""
+    return [camera.K_33 if to_pinhole is None else to_pinhole.K_33 for camera in cameras]
+
+
+def _camera(meta: dict, frame: dict, stored_size: tuple[int, int] | None, meta_path: Path) -> CameraModel:
+    """The camera of one frame's image file, in nvs_ros's pixel convention: its own keys, else
+    the file's, else the field of view and the stored size."""
     def value(key: str) -> float | None:
         found = frame.get(key, meta.get(key))
         return None if found is None else float(found)
 
     model = frame.get("camera_model", meta.get("camera_model", "OPENCV"))
-    distortion = [value(key) or 0.0 for key in DISTORTION_KEYS]
-    if model == "OPENCV_FISHEYE" or bool(frame.get("is_fisheye", meta.get("is_fisheye"))) or any(distortion):
-        raise InputError(f"camera model {model} with distortion: not supported yet ({meta_path})")
-    if model not in ("OPENCV", "PINHOLE"):
+    if bool(frame.get("is_fisheye", meta.get("is_fisheye"))):
+        model = "OPENCV_FISHEYE"
+    k1, k2, k3, k4, p1, p2 = (value(key) or 0.0 for key in DISTORTION_KEYS)
+    lenses = {"PINHOLE": ("pinhole", ()), "OPENCV": ("plumb_bob", (k1, k2, p1, p2, k3)),
+              "OPENCV_FISHEYE": ("equidistant", (k1, k2, k3, k4))}
+    if model not in lenses:
         raise InputError(f"camera model {model} of {meta_path}: only PINHOLE, OPENCV and OPENCV_FISHEYE are read")
+    if model == "OPENCV" and k4:
+        raise InputError(f"camera model OPENCV of {meta_path} has k4: a fisheye lens needs OPENCV_FISHEYE")
+    lens, D = lenses[model]
     width, height = value("w"), value("h")
     if width is None or height is None:
         if stored_size is None:
@@ -181,7 +214,14 @@ def _intrinsics(meta: dict, frame: dict, stored_size: tuple[int, int] | None,
     cx, cy = value("cx"), value("cy")
     cx = width / 2.0 if cx is None else cx  # the image centre in nerfstudio's pixel convention
     cy = height / 2.0 if cy is None else cy
-    return intrinsics_matrix(fx, fy, cx - PIXEL_OFFSET, cy - PIXEL_OFFSET), (int(height), int(width))
+    K_33 = intrinsics_matrix(fx, fy, cx - PIXEL_OFFSET, cy - PIXEL_OFFSET)
+    try:
+        camera = CameraModel.create(K_33, int(width), int(height), lens, D)
+    except CameraModelError as err:
+        raise InputError(f"{meta_path}: {err}") from err
+    if stored_size is not None and stored_size != (camera.height, camera.width):
+        camera = camera.resized(*stored_size)  # stated for another size than the files' (images_2/ ...)
+    return camera
 
 
 def _read_json(path: Path) -> dict:
