@@ -22,6 +22,11 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import torch
+from ring_scene import load_ring_views, train_ring_scene
+
+from nvs_ros.core.image_set import ImageSet
+from nvs_ros.core.scene import Scene
 
 
 def _set_ros_environment() -> None:
@@ -48,6 +53,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         group = "ring_scene" if "ring_scene" in getattr(item, "fixturenames", ()) else str(item.path)
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """torch's thread pool stalls when the machine's cores are busy (measured: 2 threads ran a
+    training step 20x slower than 1 on the shared 2-core CPU, and the suite runs two workers):
+    one thread keeps the tests fast."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def ring_views() -> ImageSet:
+    return load_ring_views()
+
+
+@pytest.fixture(scope="session")
+def ring_scene(ring_views: ImageSet) -> Scene:
+    """The tiny scene (test/ring_scene.py), trained once for every test file that uses it (they
+    share an xdist group, so one worker trains it)."""
+    return train_ring_scene(ring_views)
 
 
 @pytest.fixture

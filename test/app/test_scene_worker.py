@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from tiny_engine import TINY
 
@@ -21,14 +20,6 @@ TIMEOUT_S = 30.0
 @pytest.fixture(scope="module")
 def scene():
     return render_bundled_scene("room", "ring", num_views=6, size=32)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def keyframe(scene, i: int, generation: int = 0) -> QueuedKeyframe:
