@@ -1,7 +1,7 @@
 """A tracked frame's pose as geometry_msgs/PoseWithCovarianceStamped, its covariance from the
 registration's confidence.
 
-The confidence (core.refine: how well the pose explains the frame, 0..1, frames below 0.5
+The confidence (core.registration: how well the pose explains the frame, 0..1, frames below 0.5
 rejected) is no calibrated uncertainty, so the covariance is a scale for consumers that weigh
 poses (an EKF), not a measurement: diagonal, standard deviations
     position    TRACKED_POSITION_SIGMA x the keyframe trajectory's extent / confidence
