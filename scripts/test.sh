@@ -6,6 +6,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
 source "$ROOT/scripts/ros_env.sh"
 cd "$ROOT"
-# Two workers (pytest-xdist), one a core: a test file, and the files sharing the trained ring
-# scene, stay in one worker (test/conftest.py groups them); each worker has its own ROS domain.
-exec "$ROOT/.venv/bin/python" -m pytest -ra --durations=15 -n 2 --dist loadgroup "$@"
+# Two workers (pytest-xdist), one a core: a test file stays in one worker (its module fixtures,
+# trained scenes among them, are made once); each worker has its own ROS domain (test/conftest.py).
+exec "$ROOT/.venv/bin/python" -m pytest -ra --durations=15 -n 2 --dist loadfile "$@"

@@ -46,15 +46,6 @@ def _set_ros_environment() -> None:
 _set_ros_environment()
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's `--dist loadgroup`: a test file stays in one worker (its module
-    fixtures, trained scenes among them, are made once), and so do the files that share the
-    session's trained ring scene (test/core/conftest.py)."""
-    for item in items:
-        group = "ring_scene" if "ring_scene" in getattr(item, "fixturenames", ()) else str(item.path)
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(autouse=True)
 def one_torch_thread() -> Iterator[None]:
     """torch's thread pool stalls when the machine's cores are busy (measured: 2 threads ran a
@@ -73,8 +64,8 @@ def ring_views() -> ImageSet:
 
 @pytest.fixture(scope="session")
 def ring_scene(ring_views: ImageSet) -> Scene:
-    """The tiny scene (test/ring_scene.py), trained once for every test file that uses it (they
-    share an xdist group, so one worker trains it)."""
+    """The tiny scene (test/ring_scene.py), trained once in each worker for every test file that
+    uses it."""
     return train_ring_scene(ring_views)
 
 
