@@ -12,7 +12,7 @@ from nvs_ros.core.trainer_config import TrainerConfig
 
 TINY = TrainerConfig(
     time_budget_s=None, iterations=1500, coarse_size=16, fine_size=32, coarse_grid=16, fine_grid=24,
-    batch_images=8, lr_encoder=2e-3, refine_fraction=0.25, reassign_size=16, occupancy_every=1000, starts=1,
+    batch_images=8, lr_encoder=2e-3, refine_fraction=0.45, reassign_size=16, occupancy_every=1000, starts=1,
     encoder=PoseEncoderConfig(input_size=32, channels=(16, 32, 32, 32), hidden=64, groups=4,
                               orbit=OrbitConfig(num_azimuths=8, ring_elevations_deg=(25.0,))),
     diffusion=DiffusionConfig(rays_per_step=2048, samples_per_ray=16),

@@ -12,9 +12,9 @@ Phases (all within one time or iteration budget):
    azimuth (j = 0..7, so the 180-degree flip is always among them) at low resolution and keep
    the one with the lowest full-image error (undoes the flips the encoder settles in).
 3. refinement: per-image azimuth/elevation/roll/radius deltas and an se(3) twist, jointly with the
-   field, on the photometric loss (as ACE0's pose refiner).
-4. polish (360 captures): a fresh field from the refined poses, refined with them once more
-   (`polish_fraction`).
+   field, on the photometric loss (as ACE0's pose refiner). Learnt poses of a 360 capture are
+   refined with a fresh field (`fresh_field`), coarse to fine in grid and images: the field of pose
+   learning learnt the scene while the poses were 8-20 degrees off and holds them there.
 Forward-facing captures (`mode="forward"`, core.forward_poses): one hypothesis per image near a
 reference camera, the field in that camera's NDC; the same phases, where re-assignment has no
 flips to undo and is skipped (the encoder's twist becomes each image's base).
@@ -52,8 +52,7 @@ class TrainingPhases(TrainingRun):
 
     def estimate(self) -> ReconstructionResult:
         config = self.config
-        polish_share = self._polish_share()
-        learn_share = 1.0 - config.refine_fraction - polish_share
+        learn_share = 1.0 - config.refine_fraction
         starts = self._race(learn_share * config.fine_at)
         best = min(starts, key=lambda start: start.error)
         engine, seed = best.engine, best.seed
@@ -65,12 +64,13 @@ class TrainingPhases(TrainingRun):
         self.start_errors = [start.error for start in starts]
         self.kept_start = starts.index(best)
         self.generator = torch.Generator().manual_seed(seed + 1000)
-        reassign = config.refine_fraction > 0 and config.mode == "360"
-        probability_N = self._reassign(engine) if reassign else self._top_as_base(engine)
-        if config.refine_fraction > 0:
-            self._refine(engine, learn_share, config.refine_fraction, fine_at=None)
-        if polish_share > 0:
-            self._polish(engine, learn_share + config.refine_fraction, polish_share)
+        in_360 = config.mode == "360"
+        probability_N = self._reassign(engine) if config.refine_fraction > 0 and in_360 else self._top_as_base(engine)
+        if config.refine_fraction > 0 and in_360 and config.fresh_field:
+            self._refine_with_fresh_field(engine, learn_share, config.refine_fraction)
+        elif config.refine_fraction > 0:
+            self._refine(engine, learn_share, config.refine_fraction, fine_at=None,
+                         lr=config.lr_refine_learnt if in_360 else config.lr_refine)
         if config.refine_fraction > 0:
             self._align_views(engine)
         c2w_N44 = self._poses(engine)
@@ -97,16 +97,11 @@ class TrainingPhases(TrainingRun):
             starts.append(_Start(seed, engine, generator, pose_optimizer, error, c2w_N44))
         return starts
 
-    def _polish_share(self) -> float:
-        config = self.config
-        polishing = config.refine_fraction > 0 and config.mode == "360"
-        return config.polish_fraction if polishing else 0.0
-
-    def _polish(self, engine: GenerativeLifting, start: float, share: float) -> None:
-        """A fresh field from the refined poses, refined with them (`TrainerConfig.polish_fraction`);
-        the views the outlier correction took out stay out of its training until they fit. The
-        polish is undone where it leaves the views it started with worse explained than before
-        (a budget too short for a field to grow from nothing: tens of steps)."""
+    def _refine_with_fresh_field(self, engine: GenerativeLifting, start: float, share: float) -> None:
+        """The learnt poses refined with a fresh field, coarse to fine (`TrainerConfig.fresh_field`);
+        the views the outlier correction took out stay out of its training until they fit. Undone
+        where it leaves the views worse explained than the field of pose learning did (a budget
+        too short for a field to grow from nothing: tens of steps)."""
         judged_N = torch.from_numpy(~self.outlier_N)
         error_before = self._mean_fit_error(engine, judged_N)
         before = (engine.field, copy.deepcopy(engine.refinement.state_dict()), self.outlier_N, self.reposed_N,
@@ -115,11 +110,12 @@ class TrainingPhases(TrainingRun):
         engine.field = RadianceField(engine.field.config).to(self.device)
         engine.refinement.start_at(c2w_N44)
         self.active_N = judged_N.clone()
-        self._refine(engine, start, share, fine_at=self.config.fine_at, phase="polish")
+        self._refine(engine, start, share, fine_at=self.config.fine_at, lr=self.config.lr_refine_learnt, coarse_images=True)
         error_after = self._mean_fit_error(engine, judged_N)
         if error_after < error_before:
             return
-        _log.info("polish undone: mean image error %.5f after it, %.5f before", error_after, error_before)
+        _log.info("fresh field undone: mean image error %.5f after it, %.5f with the field of pose learning",
+                  error_after, error_before)
         engine.field, refinement_state, self.outlier_N, self.reposed_N, self.active_N = before
         engine.refinement.load_state_dict(refinement_state)
 
@@ -129,11 +125,12 @@ class TrainingPhases(TrainingRun):
         return float(errors_N[views_N.to(self.device)].mean())
 
     def _refine(self, engine: GenerativeLifting, start: float, share: float, fine_at: float | None,
-                phase: str = "refine") -> None:
+                lr: float, coarse_images: bool = False) -> None:
         """The refinement phase: poses and field on the photometric loss. With the outlier
         correction (360 captures) it runs in parts: all views; without the views whose residual
         stands out (suspects), from `suspects_at` of the phase on; after re-posing the suspects,
-        with those that fit; and so on for each further look (`correction_rounds`)."""
+        with those that fit; and so on for each further look (`correction_rounds`). `coarse_images`:
+        the loss of a fresh field (`_coarse_to_fine_loss`)."""
         config = self.config
         correcting = config.outlier_correction and config.mode == "360"
         later = (1.0 - config.suspects_at) / (1 + config.correction_rounds)
@@ -148,8 +145,9 @@ class TrainingPhases(TrainingRun):
                 self._look_again(engine)
             if i >= 2:
                 self._correct_outliers(engine)
-            self._optimise(engine, self._budget(share * part), phase, self._posed_loss, self.generator,
-                           self._pose_optimizer(engine, config.lr_refine, False), fine_at if i == 0 else None,
+            loss = self._coarse_to_fine_loss if coarse_images else self._posed_loss
+            self._optimise(engine, self._budget(share * part), "refine", loss, self.generator,
+                           self._pose_optimizer(engine, lr, False), fine_at if i == 0 else None,
                            (start + share * sum(shares[:i]), share * part))
 
     def _align_views(self, engine: GenerativeLifting) -> None:
@@ -214,7 +212,7 @@ class TrainingPhases(TrainingRun):
         c2w_N44 = (forward_gauge(known_N44, self.config.forward) if self.config.mode == "forward"
                    else into_gauge(upright(known_N44), self.radius))
         engine.refinement.start_at(torch.from_numpy(c2w_N44).float().to(self.device))
-        self._refine(engine, 0.0, 1.0, fine_at=self.config.fine_at)
+        self._refine(engine, 0.0, 1.0, fine_at=self.config.fine_at, lr=self.config.lr_refine)
         self._align_views(engine)
         c2w = self._poses(engine)
         return self._result(engine, c2w, np.full(self.n, np.nan), self.config.seed, [])
@@ -245,7 +243,16 @@ class TrainingPhases(TrainingRun):
 
     def _posed_loss(self, engine: GenerativeLifting, progress: float, generator: torch.Generator,
                     fine: bool) -> Tensor:
-        images, K = self._level(self.config.fine_size)
+        return self._posed_loss_at(engine, self.config.fine_size, generator)
+
+    def _coarse_to_fine_loss(self, engine: GenerativeLifting, progress: float, generator: torch.Generator,
+                             fine: bool) -> Tensor:
+        """The posed loss on coarse images while the field is coarse (as pose learning's): a fresh
+        field's first steps, where learnt poses are still degrees off, and the oracle's."""
+        return self._posed_loss_at(engine, self.config.fine_size if fine else self.config.coarse_size, generator)
+
+    def _posed_loss_at(self, engine: GenerativeLifting, size: int, generator: torch.Generator) -> Tensor:
+        images, K = self._level(size)
         index_B = self._batch(generator)
         c2w_B44 = engine.refinement.base_c2w(index_B) if self.gt_c2w is None else self.gt_c2w[index_B]
         return engine.posed_loss(images[index_B], K[index_B], c2w_B44, generator) + field_regulariser(engine)
@@ -286,16 +293,9 @@ class TrainingPhases(TrainingRun):
         self.gt_c2w = torch.from_numpy(c2w_N44).float().to(self.device)
         engine = self._new_engine(self.config.seed)
         generator = torch.Generator().manual_seed(self.config.seed)
-        loss = self._optimise(engine, self._budget(1.0), "oracle", self._posed_loss_oracle, generator,
+        loss = self._optimise(engine, self._budget(1.0), "oracle", self._coarse_to_fine_loss, generator,
                               self._pose_optimizer(engine, 0.0, False), self.config.fine_at, (0.0, 1.0))
         return self._result(engine, self.gt_c2w, np.full(self.n, np.nan), self.config.seed, [loss])
-
-    def _posed_loss_oracle(self, engine: GenerativeLifting, progress: float, generator: torch.Generator,
-                           fine: bool) -> Tensor:
-        images, K = self._level(self.config.fine_size if fine else self.config.coarse_size)
-        index_B = self._batch(generator)
-        return engine.posed_loss(images[index_B], K[index_B], self.gt_c2w[index_B], generator) + \
-            field_regulariser(engine)
 
 
 @dataclass

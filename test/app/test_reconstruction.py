@@ -54,7 +54,7 @@ def test_a_held_out_view_is_registered_from_its_initial_pose_and_confirmed_by_it
     views = load_image_set("bundled:object", max_side=32, views=9)
     held_out_N = np.arange(9) == 4
     train = views.subset(np.flatnonzero(~held_out_N))
-    config = replace(TINY, iterations=600, polish_fraction=0.0)
+    config = replace(TINY, iterations=600)
     result = reconstruct(train.without_ground_truth(), config, initial_c2w_N44=TO_FILE.apply_c2w(train.c2w_N44))
     scene = Scene.from_training(result.engine, config, train.names, train.images_NHW3, train.K_N33, result.c2w_N44,
                                 refine=RefineConfig(min_confidence=1.01))
