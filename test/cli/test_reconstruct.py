@@ -43,7 +43,9 @@ def test_output_folder_is_complete_and_eval_reproduces_its_metrics(tmp_path):
     assert "view_001.png" in report and "<circle" in report and "polyline" in report
     run = json.loads((out / "run.json").read_text())
     assert run["timings"]["train_s"] > 0 and run["config"]["iterations"] == 40 and "torch" in run["versions"]
-    assert 0.9 * 40 <= run["training_steps"] <= 40  # the phases' shares of 40 steps, rounded down
+    # each part of the budget (pose learning's two stages, the refinement's four) is rounded to the
+    # nearest step: 40 steps within one step per part
+    assert 40 - 6 <= run["training_steps"] <= 40 + 6
     assert run["held_out"] == ["view_000.png"]
     assert run["init"] == "auto" and run["initial_poses"] == "learnt"  # too little texture at 32 px
 
