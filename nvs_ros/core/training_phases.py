@@ -25,6 +25,7 @@ same gauge), to measure the gap between estimated and known poses.
 import copy
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -65,13 +66,14 @@ class TrainingPhases(TrainingRun):
         self.kept_start = starts.index(best)
         self.generator = torch.Generator().manual_seed(seed + 1000)
         in_360 = config.mode == "360"
-        probability_N = self._reassign(engine) if config.refine_fraction > 0 and in_360 else self._top_as_base(engine)
-        if config.refine_fraction > 0 and in_360 and config.fresh_field:
-            self._refine_with_fresh_field(engine, learn_share, config.refine_fraction)
-        elif config.refine_fraction > 0:
-            self._refine(engine, learn_share, config.refine_fraction, fine_at=None,
-                         lr=config.lr_refine_learnt if in_360 else config.lr_refine)
-        if config.refine_fraction > 0:
+        refining = config.refine_fraction > 0
+        probability_N = self._reassign(engine) if refining and in_360 else self._top_as_base(engine)
+        if refining:
+            if in_360 and config.fresh_field:
+                self._refine_with_fresh_field(engine, learn_share, config.refine_fraction)
+            else:
+                self._refine(engine, learn_share, config.refine_fraction, fine_at=None,
+                             lr=config.lr_refine_learnt if in_360 else config.lr_refine)
             self._align_views(engine)
         c2w_N44 = self._poses(engine)
         return self._result(engine, c2w_N44, probability_N, seed, self.start_errors)
@@ -110,7 +112,8 @@ class TrainingPhases(TrainingRun):
         engine.field = RadianceField(engine.field.config).to(self.device)
         engine.refinement.start_at(c2w_N44)
         self.active_N = judged_N.clone()
-        self._refine(engine, start, share, fine_at=self.config.fine_at, lr=self.config.lr_refine_learnt, coarse_images=True)
+        self._refine(engine, start, share, fine_at=self.config.fine_at, lr=self.config.lr_refine_learnt,
+                     loss=self._coarse_to_fine_loss)
         error_after = self._mean_fit_error(engine, judged_N)
         if error_after < error_before:
             return
@@ -125,12 +128,12 @@ class TrainingPhases(TrainingRun):
         return float(errors_N[views_N.to(self.device)].mean())
 
     def _refine(self, engine: GenerativeLifting, start: float, share: float, fine_at: float | None,
-                lr: float, coarse_images: bool = False) -> None:
+                lr: float, loss: Callable | None = None) -> None:
         """The refinement phase: poses and field on the photometric loss. With the outlier
         correction (360 captures) it runs in parts: all views; without the views whose residual
         stands out (suspects), from `suspects_at` of the phase on; after re-posing the suspects,
-        with those that fit; and so on for each further look (`correction_rounds`). `coarse_images`:
-        the loss of a fresh field (`_coarse_to_fine_loss`)."""
+        with those that fit; and so on for each further look (`correction_rounds`). `loss`: the
+        posed loss by default; a fresh field's is `_coarse_to_fine_loss`."""
         config = self.config
         correcting = config.outlier_correction and config.mode == "360"
         later = (1.0 - config.suspects_at) / (1 + config.correction_rounds)
@@ -145,8 +148,7 @@ class TrainingPhases(TrainingRun):
                 self._look_again(engine)
             if i >= 2:
                 self._correct_outliers(engine)
-            loss = self._coarse_to_fine_loss if coarse_images else self._posed_loss
-            self._optimise(engine, self._budget(share * part), "refine", loss, self.generator,
+            self._optimise(engine, self._budget(share * part), "refine", loss or self._posed_loss, self.generator,
                            self._pose_optimizer(engine, lr, False), fine_at if i == 0 else None,
                            (start + share * sum(shares[:i]), share * part))
 
