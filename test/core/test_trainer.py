@@ -253,3 +253,21 @@ def test_views_of_another_scene_stay_out_of_pose_learning_and_are_flagged(scene,
     assert "2 of 10 views look like none of the others" in caplog.text and "room_0, room_4" in caplog.text
     np.testing.assert_array_equal(result.outlier_N, foreign_N)
     assert _metrics(result.c2w_N44[~foreign_N], scene)["RRA@15"] >= 0.9
+
+
+@pytest.mark.parametrize("lr, moves", [(0.0, False), (1e-2, True)])
+def test_learnt_poses_are_refined_at_their_own_learning_rate(scene, lr, moves) -> None:
+    """The fresh field's refinement moves learnt poses at `lr_refine_learnt`, not at `lr_refine`
+    (given poses' rate): at 0 they stay where re-assignment put them (the per-view alignment and
+    the outlier correction, which move them by other means, off)."""
+    seen: list[tuple[str, np.ndarray]] = []
+
+    def record(progress: TrainingProgress) -> None:
+        poses = progress.engine.refinement.base_c2w(torch.arange(len(scene))).detach().double().numpy()
+        seen.append((progress.phase, poses))
+
+    config = replace(TINY, iterations=200, lr_refine_learnt=lr, align_views=False, outlier_correction=False)
+    result = reconstruct(scene.without_ground_truth(), config, record)
+    first_refined = next(poses for phase, poses in seen if phase == "refine")
+    moved_deg = _angles_deg(first_refined, result.c2w_N44).max()
+    assert (moved_deg > 0.05) == moves, moved_deg
