@@ -52,8 +52,8 @@ class TrainerConfig:
     lr_refine_learnt: float = 1e-2
     """The same for learnt poses (360 captures), which start 8-20 degrees off where given ones
     start a few: measured on the demo's ring (bundled object, 24 views, 128 px, 2,500 steps),
-    seeds 2 and 3 from the same learnt poses, RRA@15 / median rotation error: 3e-3 0.90 / 1.8 and
-    0.76 / 5.2 degrees, 1e-2 1.00 / 0.8 and 1.00 / 1.1 (with `fresh_field`)."""
+    seeds 2 and 3 from the same learnt poses, RRA@15 / median rotation error, with `fresh_field`:
+    3e-3 1.00 / 0.9 and 0.80 / 5.5 degrees, 1e-2 1.00 / 0.8 and 1.00 / 1.1."""
     refine_fraction: float = 0.4
     """Share of the budget for re-assignment + refinement (0 disables both)."""
     fresh_field: bool = True
