@@ -41,10 +41,11 @@ log = logging.getLogger("nvs_ros.cli")
 # Tables must stay readable when piped into a log, where rich would assume 80 columns.
 CONSOLE = Console(width=None if Console().is_terminal else 140)
 
-DEMO_STEPS = 2500
-"""Engine training steps of `nvs-ros demo` (a step budget: the same result on a busy machine):
-420 s of engine on the 2-core machine beside one other run. Three starts given 3500 steps took
-1.44 times as long. Accuracy over seeds and arithmetic: bench/robustness.py."""
+DEMO_STEPS = 2000
+"""Engine training steps of `nvs-ros demo` (a step budget: the same result on a busy machine).
+The refinement with a fresh field reaches from where 1,200 steps of pose learning leave the
+poses (seeds 2 and 3, the hardest, RRA@15 100% at 2,000 steps as at 2,500). Accuracy and engine
+time over seeds and arithmetic: bench/robustness.py, bench/README.md."""
 
 PLAY_WAIT_S = 60.0
 """`play` waits this long for subscribers by default: a node started at the same time imports

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from nvs_ros.core import cameras
 from nvs_ros.core.diffusion import GenerativeLifting
-from nvs_ros.core.training_loop import DivergenceConfig, DivergenceGuard, field_regulariser
+from nvs_ros.core.training_loop import DivergenceConfig, DivergenceGuard, adam, field_regulariser
 
 
 class JointRefinement:
@@ -28,8 +28,8 @@ class JointRefinement:
         groups = engine.field.parameter_groups()
         for group in groups:
             group["lr"] *= field_lr_scale
-        self.field_optimizer = torch.optim.Adam(groups)
-        self.pose_optimizer = torch.optim.Adam(self.twists.parameters(), lr=pose_lr)
+        self.field_optimizer = adam(groups)
+        self.pose_optimizer = adam(list(self.twists.parameters()), lr=pose_lr)
         self.guard = DivergenceGuard(divergence)
         self.steps = 0
 

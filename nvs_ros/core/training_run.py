@@ -27,7 +27,7 @@ from nvs_ros.core.pose_encoder import PoseEncoder
 from nvs_ros.core.reconstruction_result import ReconstructionResult
 from nvs_ros.core.render_compare import candidate_errors
 from nvs_ros.core.trainer_config import TrainerConfig
-from nvs_ros.core.training_loop import Budget, DivergenceGuard, cosine
+from nvs_ros.core.training_loop import Budget, DivergenceGuard, adam, all_finite, cosine
 
 
 @dataclass
@@ -123,7 +123,7 @@ class TrainingRun:
             groups.append({"params": [engine.envmap], "lr": self.config.field.lr})
         for group in groups:
             group.setdefault("initial_lr", group["lr"])
-        return torch.optim.Adam(groups)
+        return adam(groups)
 
     def _pose_optimizer(self, engine: GenerativeLifting, refine_lr: float, encoder: bool) -> torch.optim.Optimizer:
         groups = [{"params": engine.refinement.refinement_parameters(), "lr": refine_lr,
@@ -131,7 +131,7 @@ class TrainingRun:
         if encoder:
             groups.append({"params": list(engine.encoder.parameters()), "lr": self.config.lr_encoder,
                            "initial_lr": self.config.lr_encoder})
-        return torch.optim.Adam(groups)
+        return adam(groups)
 
     # ---- one optimisation phase
 
@@ -165,7 +165,7 @@ class TrainingRun:
                     group["lr"] = group["initial_lr"] * scale
             # Non-finite parameters (a bad step, corrupted state) would make non-finite rays,
             # which the renderer cannot index: check them before rendering.
-            finite = all(bool(torch.isfinite(p).all()) for p in engine.parameters())
+            finite = all_finite(list(engine.parameters()))
             loss = loss_fn(engine, progress, generator, fine) if finite else torch.tensor(math.nan)
             value = float(loss.detach())
             if not guard.healthy(value):

@@ -11,7 +11,7 @@ from tiny_engine import TINY
 
 from nvs_ros.core.joint_refinement import JointRefinement
 from nvs_ros.core.training_run import build_engine
-from nvs_ros.core.training_loop import Budget, DivergedError, DivergenceConfig, cosine
+from nvs_ros.core.training_loop import Budget, DivergedError, DivergenceConfig, adam, all_finite, cosine
 from nvs_ros.io.datasets import load_image_set
 
 
@@ -56,3 +56,24 @@ def test_budget_progress_and_cosine_decay():
     budget.step = 25
     assert budget.progress() == 0.5
     assert cosine(0.0, 0.05) == 1.0 and math.isclose(cosine(1.0, 0.05), 0.05) and cosine(0.5, 0.0) == 0.5
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_all_finite_finds_one_bad_element_among_a_grid_of_good_ones(bad):
+    params = [torch.nn.Parameter(torch.randn(1, 4, 17, 17, 17)), torch.nn.Parameter(torch.randn(6))]
+    assert all_finite(params)
+    params[0].data[0, 2, 5, 7, 11] = bad
+    assert not all_finite(params)
+
+
+def test_the_fused_optimiser_takes_plain_adams_steps():
+    torch.manual_seed(0)
+    start = torch.randn(50)
+    fused, plain = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    optimisers = [adam([{"params": [fused], "lr": 1e-2}]), torch.optim.Adam([plain], lr=1e-2)]
+    for _ in range(20):
+        for param, optimiser in zip((fused, plain), optimisers):
+            optimiser.zero_grad()
+            (param ** 2 * torch.linspace(0.5, 2.0, 50)).sum().backward()
+            optimiser.step()
+    assert torch.allclose(fused, plain, atol=1e-5) and not torch.allclose(fused, start)
