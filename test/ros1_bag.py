@@ -24,8 +24,16 @@ def _header(seq: int, stamp_ns: int, frame_id: str):
 
 
 def write_ros1_bag(image_set: ImageSet, path: Path, rate_hz: float = 10.0,
-                   frame_id: str = "camera_optical_frame") -> Path:
-    with Writer(path) as writer:
+                   frame_id: str = "camera_optical_frame", compression: str = "none",
+                   chunk_bytes: int | None = None) -> Path:
+    """`compression`: none, bz2 or lz4 chunks; `chunk_bytes`: the size after which a chunk is
+    written (rosbags' default, 1 MiB, keeps a small set in one chunk)."""
+    writer = Writer(path)
+    if compression != "none":
+        writer.set_compression(Writer.CompressionFormat[compression.upper()])
+    if chunk_bytes is not None:
+        writer.chunk_threshold = chunk_bytes
+    with writer:
         image_conn = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=ROS1)
         info_conn = writer.add_connection("/camera/camera_info", "sensor_msgs/msg/CameraInfo", typestore=ROS1)
         gt_conn = writer.add_connection("/ground_truth/tf", "tf2_msgs/msg/TFMessage", typestore=ROS1)

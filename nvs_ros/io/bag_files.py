@@ -30,6 +30,7 @@ from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 
 from nvs_ros.io.errors import BagError
+from nvs_ros.io.rosbag1_salvage import Rosbag1Salvage
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +99,21 @@ class _Rosbag2(OpenBag):
 
 
 class _Rosbag1(OpenBag):
-    """A ROS 1 bag; each message converted to CDR of the ROS 2 type of the same name."""
+    """A ROS 1 bag; each message converted to CDR of the ROS 2 type of the same name. `reader`:
+    rosbags' AnyReader, or io.rosbag1_salvage's reader of a bag without its index."""
 
-    def __init__(self, reader: AnyReader, path: Path) -> None:
-        self._reader: AnyReader | None = reader
+    def __init__(self, reader: "AnyReader | Rosbag1Salvage", path: Path, loss: BagLoss | None = None) -> None:
+        self._reader: AnyReader | Rosbag1Salvage | None = reader
         self._convert: dict[int, Callable[[bytes], Any]] = {}
         self._original: dict[int, Connection] = {}
         connections = []
         cache: dict[str, object] = {}
         for connection in reader.connections:
             msgtype = STATIC_MSGTYPE_RENAMES.get(connection.msgtype, connection.msgtype)
+            if connection.msgtype not in reader.typestore.fielddefs:  # a definition that does not parse
+                log.warning("%s: %s (%s) has a message definition rosbags cannot parse; not read",
+                            path, connection.topic, connection.msgtype)
+                continue
             if msgtype not in TYPESTORE.fielddefs:  # no ROS 2 type to publish or decode it as
                 log.warning("%s: %s (%s) has no ROS 2 type of that name; not read",
                             path, connection.topic, connection.msgtype)
@@ -122,7 +128,7 @@ class _Rosbag1(OpenBag):
             connections.append(connection._replace(msgtype=msgtype, ext=ext))
             self._convert[connection.id] = convert
             self._original[connection.id] = connection
-        super().__init__(path, connections)
+        super().__init__(path, connections, loss=loss)
 
     def messages(self, connections: Collection[Connection]) -> Iterator[tuple[Connection, int, bytes]]:
         if self._reader is None:
@@ -231,8 +237,13 @@ def _open_rosbag1(path: Path) -> OpenBag:
         reader.open()
     except _READ_ERRORS as err:
         # rosbags reads ROS 1 bags through their index, which a bag cut short has lost.
-        raise BagError(f"{path}: cannot open the ROS 1 bag (cut short? `rosbag reindex` a copy "
-                       f"of it): {err}") from err
+        salvaged = Rosbag1Salvage(path)
+        read = sum(c.msgcount for c in salvaged.connections)
+        if not read:
+            raise BagError(f"{path}: cannot open the ROS 1 bag, and no message in it is whole "
+                           f"({salvaged.problem or err})") from err
+        log.debug("%s: rosbags cannot open it (%s); salvaged", path, err)
+        return _Rosbag1(salvaged, path, BagLoss(salvaged.problem or f"{path.name}: {err}", read, None))
     return _Rosbag1(reader, path)
 
 

@@ -38,10 +38,34 @@ def test_a_ros1_bag_reads_as_the_ros2_bag_of_the_same_scene(scene, tmp_path):
     np.testing.assert_allclose(ros1.image_set.c2w_N44, ros2.image_set.c2w_N44, atol=1e-12)
 
 
-def test_a_ros1_bag_cut_short_is_one_clear_error(scene, tmp_path):
+@pytest.mark.parametrize("compression", ["none", "lz4", "bz2"])
+def test_a_ros1_bag_cut_at_90_percent_reads_every_message_of_its_whole_chunks(scene, tmp_path, caplog, compression):
+    # Chunks of about three views each, so that the cut leaves whole chunks before the one it cuts.
+    path = write_ros1_bag(scene, tmp_path / "room.bag", compression=compression, chunk_bytes=8192)
+    data = path.read_bytes()
+    cut = len(data) * 9 // 10  # the index, at the end, is lost, and the last chunk cut
+    path.write_bytes(data[:cut])
+    with caplog.at_level(logging.WARNING, logger="nvs_ros.io.bags"):
+        frames = read_bag(path)
+    read = frames.indices.tolist()
+    assert read == list(range(len(read))) and len(read) >= VIEWS // 2
+    if compression == "none":  # the cut chunk's whole messages too: every image wholly before the cut
+        assert read == [i for i, rgb in enumerate(scene.images_NHW3) if data.find(rgb.tobytes()) + rgb.nbytes <= cut]
+    np.testing.assert_array_equal(frames.image_set.images_NHW3, scene.images_NHW3[read])
+    np.testing.assert_array_equal(frames.image_set.K_N33, scene.K_N33[read])
+    np.testing.assert_allclose(frames.image_set.c2w_N44, scene.c2w_N44[read], atol=1e-12)
+    loss = frames.loss
+    assert loss is not None and "room.bag is cut at byte" in loss.problem and "no index" in loss.problem
+    assert 3 * len(read) <= loss.messages_read < MESSAGES and loss.messages_lost is None
+    warnings = [r.getMessage() for r in caplog.records if "damaged bag" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0] and str(loss) in warnings[0]
+    assert path.read_bytes() == data[:cut]  # the user's file is left as it was
+
+
+def test_a_ros1_bag_with_no_whole_message_is_one_clear_error(scene, tmp_path):
     path = write_ros1_bag(scene, tmp_path / "room.bag")
-    path.write_bytes(path.read_bytes()[: path.stat().st_size * 9 // 10])  # its index is at the end
-    with pytest.raises(BagError, match="cut short.*rosbag reindex"):
+    path.write_bytes(path.read_bytes()[:4096 + 200])  # the bag header record (4 KiB), a piece of the chunk
+    with pytest.raises(BagError, match="cannot open the ROS 1 bag, and no message in it is whole"):
         read_bag(path)
 
 
