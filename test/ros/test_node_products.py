@@ -16,16 +16,14 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from nav_msgs.msg import Path as PathMsg  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
-from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+from visualization_msgs.msg import Marker  # noqa: E402
 
+from product_listener import ProductListener  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 
 from nvs_ros.core.metrics import evaluate_poses, rotation_angle_deg  # noqa: E402
@@ -37,7 +35,7 @@ from nvs_ros.io.scene_checkpoint import is_scene_dir, load_scene  # noqa: E402
 from nvs_ros.ros.bag_player import play_bag  # noqa: E402
 from nvs_ros.ros.image_conversion import image_msg_to_numpy, numpy_to_image_msg  # noqa: E402
 from nvs_ros.ros.point_cloud_msg import point_cloud_from_msg  # noqa: E402
-from nvs_ros.ros.qos import LATCHED_QOS, RELIABLE_IMAGE_QOS, TF_QOS, TF_STATIC_QOS  # noqa: E402
+from nvs_ros.ros.qos import RELIABLE_IMAGE_QOS, TF_QOS, TF_STATIC_QOS  # noqa: E402
 from nvs_ros.ros.transforms import (matrix_to_transform_stamped, ns_to_stamp, pose_to_matrix,  # noqa: E402
                                     stamp_to_ns, transform_to_matrix)
 
@@ -85,53 +83,6 @@ def image_stamp_ns(i: int) -> int:
     return DEFAULT_START_NS + round(i * 1e9 / RATE_HZ)
 
 
-class Listener:
-    """Subscribes to everything nvs_node publishes and keeps the latest of each."""
-
-    def __init__(self, context, spin_until):
-        self.node = Node("nvs_products_listener", context=context)
-        self.spin_until = spin_until
-        self.latest: dict[str, object] = {}
-        self.tf: list = []
-        self.paths: dict[tuple[int, int], PathMsg] = {}
-        """Every keyframe path by its stamp (the TF sent with it carries the same stamp)."""
-        self.scene_status: dict[str, str] = {}
-        for topic, kind, qos in [("point_cloud", PointCloud2, LATCHED_QOS),
-                                 ("keyframe_path", PathMsg, LATCHED_QOS),
-                                 ("keyframe_frusta", MarkerArray, LATCHED_QOS),
-                                 ("latest_view", Image, RELIABLE_IMAGE_QOS),
-                                 ("rendered_image", Image, RELIABLE_IMAGE_QOS),
-                                 ("rendered_depth", Image, RELIABLE_IMAGE_QOS)]:
-            self.node.create_subscription(kind, f"/nvs_node/{topic}",
-                                          lambda msg, topic=topic: self.latest.__setitem__(topic, msg), qos)
-        self.node.create_subscription(PathMsg, "/nvs_node/keyframe_path", lambda msg: self.paths.__setitem__(
-            (msg.header.stamp.sec, msg.header.stamp.nanosec), msg), LATCHED_QOS)
-        self.node.create_subscription(TFMessage, "/tf", lambda msg: self.tf.extend(msg.transforms), 100)
-        self.tracked: list[PoseWithCovarianceStamped] = []
-        self.node.create_subscription(PoseWithCovarianceStamped, "/nvs_node/tracked_pose", self.tracked.append, 10)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.render_pose = self.node.create_publisher(PoseStamped, "/nvs_node/render_pose", 10)
-
-    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name.endswith(": scene"):
-                self.scene_status = {kv.key: kv.value for kv in status.values}
-
-    def wait(self, predicate, what: str, timeout_s: float = TIMEOUT_S) -> None:
-        assert self.spin_until(self.node, predicate, timeout_s), \
-            f"timed out waiting for {what}; scene status: {self.scene_status}"
-
-    def call(self, service: str) -> Trigger.Response:
-        client = self.node.create_client(Trigger, f"/nvs_node/{service}")
-        self.wait(lambda: client.service_is_ready(), f"service {service}")
-        future = client.call_async(Trigger.Request())
-        self.wait(future.done, f"the {service} response")
-        return future.result()
-
-    def transforms(self, child: str) -> list:
-        return [t for t in self.tf if t.child_frame_id == child]
-
-
 def stamp_of(msg) -> tuple[int, int]:
     return msg.header.stamp.sec, msg.header.stamp.nanosec
 
@@ -151,7 +102,7 @@ def test_bag_in_poses_cloud_frusta_views_save_and_reset_out(bag, tmp_path, rclpy
     out = tmp_path / "products"
     proc = start_node(*TINY, "-p", f"output_folder:={out}", "-p", "track_rate_hz:=0.0")
     try:
-        listener = Listener(rclpy_context, spin_until)
+        listener = ProductListener(rclpy_context, spin_until, timeout_s=TIMEOUT_S)
         player = play_in_background(bag, rclpy_context)
         listener.wait(lambda: "point_cloud" in listener.latest and listener.latest["point_cloud"].width > 10
                       and listener.scene_status.get("verdict"), "a point cloud and the round's verdict")
@@ -241,7 +192,7 @@ def test_odometry_fixes_the_map_in_metres_and_map_to_odom(room, bag, tmp_path, r
     out = tmp_path / "products"
     proc = start_node(*TINY, "-p", "round_budget_s:=2.0", "-p", f"output_folder:={out}", "-p", "track_rate_hz:=0.0")
     try:
-        listener = Listener(rclpy_context, spin_until)
+        listener = ProductListener(rclpy_context, spin_until, timeout_s=TIMEOUT_S)
         static = listener.node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
         listener.wait(lambda: static.get_subscription_count() > 0, "the node's /tf_static subscription")
         static.publish(TFMessage(transforms=[matrix_to_transform_stamped(T_base_camera, "base_link", CAMERA_FRAME, 0)]))
@@ -301,7 +252,7 @@ def test_a_textured_room_without_odometry_starts_from_chained_features(tmp_path,
     bag = write_bag(views, tmp_path / "room128", rate_hz=RATE_HZ, frame_id=CAMERA_FRAME)
     proc = start_node(*TINY, "-p", "working_max_side:=128", "-p", "min_keyframes:=6", "-p", "track_rate_hz:=0.0")
     try:
-        listener = Listener(rclpy_context, spin_until)
+        listener = ProductListener(rclpy_context, spin_until, timeout_s=TIMEOUT_S)
         player = play_in_background(bag, rclpy_context)
         listener.wait(lambda: listener.scene_status.get("pose_start") == "features" and listener.paths,
                       "a round started from chained features")
@@ -329,7 +280,7 @@ def test_map_to_odom_is_withheld_while_odometry_fixes_no_scale(bag, rclpy_contex
     map -> odom, which would mix the two, is not published (nor a second parent for the camera)."""
     proc = start_node(*TINY, "-p", "round_budget_s:=2.0")
     try:
-        listener = Listener(rclpy_context, spin_until)
+        listener = ProductListener(rclpy_context, spin_until, timeout_s=TIMEOUT_S)
         static = listener.node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
         # the node must hold the odometry link before the first images come, or they go without it
         listener.wait(lambda: static.get_subscription_count() > 0, "the node's /tf_static subscription")
@@ -364,7 +315,7 @@ def test_tracking_poses_frames_between_keyframes_on_tf_and_tracked_pose(rclpy_co
                       "-p", f"fallback_fx:={fx}", "-p", f"fallback_fy:={fy}", "-p", f"fallback_cx:={cx}",
                       "-p", f"fallback_cy:={cy}")
     try:
-        listener = Listener(rclpy_context, spin_until)
+        listener = ProductListener(rclpy_context, spin_until, timeout_s=TIMEOUT_S)
         static = listener.node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
         odom_tf = listener.node.create_publisher(TFMessage, "/tf", TF_QOS)
         images = listener.node.create_publisher(Image, "/camera/image_raw", RELIABLE_IMAGE_QOS)

@@ -14,18 +14,12 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
-from nav_msgs.msg import Path as PathMsg  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
-from tf2_msgs.msg import TFMessage  # noqa: E402
+from product_listener import ProductListener  # noqa: E402
 
 from nvs_ros.io.bag_writer import DEFAULT_FRAME_ID  # noqa: E402
 from nvs_ros.io.evaluation import score_against_bag  # noqa: E402
 from nvs_ros.ros.point_cloud_msg import point_cloud_from_msg  # noqa: E402
-from nvs_ros.ros.qos import LATCHED_QOS, RELIABLE_IMAGE_QOS, TF_LISTENER_QOS  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -42,31 +36,6 @@ RECORDINGS = {
 }
 
 
-class User:
-    """What a user watches: TF, the cloud, the keyframe path, /diagnostics, a rendered view."""
-
-    def __init__(self, context, spin_until):
-        self.node = Node("replay_user", context=context)
-        self.spin_until = spin_until
-        self.latest: dict[str, object] = {}
-        self.camera_tf: list = []
-        self.status: dict[str, str] = {}
-        for topic, kind, qos in [("point_cloud", PointCloud2, LATCHED_QOS), ("keyframe_path", PathMsg, LATCHED_QOS),
-                                 ("rendered_image", Image, RELIABLE_IMAGE_QOS)]:
-            self.node.create_subscription(kind, f"/nvs_node/{topic}",
-                                          lambda msg, topic=topic: self.latest.__setitem__(topic, msg), qos)
-        self.node.create_subscription(TFMessage, "/tf", lambda msg: self.camera_tf.extend(
-            t for t in msg.transforms if t.header.frame_id == "map" and t.child_frame_id == DEFAULT_FRAME_ID),
-            TF_LISTENER_QOS)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: self.status.update(
-            {kv.key: kv.value for s in msg.status for kv in s.values}), 10)
-        self.render_pose = self.node.create_publisher(PoseStamped, "/nvs_node/render_pose", 10)
-
-    def wait(self, predicate, what: str, until: float) -> None:
-        assert self.spin_until(self.node, predicate, max(0.0, until - time.monotonic())), \
-            f"not within {LIMIT_S:g} s of the replay: {what}; /diagnostics: {self.status}"
-
-
 @pytest.mark.skipif(not TEMPLE.is_dir(), reason="../shared/data/middlebury_temple_ring is absent")
 @pytest.mark.timeout(LIMIT_S + 120)
 @pytest.mark.parametrize("recording", RECORDINGS)
@@ -79,35 +48,37 @@ def test_a_recording_played_once_gives_tf_a_cloud_a_rendered_view_and_right_pose
                              "-p", f"output_folder:={saved}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     until = time.monotonic() + LIMIT_S
+
+    def left() -> float:
+        return until - time.monotonic()
+
     player = None
     try:
-        user = User(rclpy_context, spin_until)
+        user = ProductListener(rclpy_context, spin_until, name="replay_user")
         player = subprocess.Popen([BIN / "nvs-ros", "play", bag], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True)
-        user.wait(lambda: user.camera_tf, f"map -> {DEFAULT_FRAME_ID} on TF", until)
-        user.wait(lambda: "point_cloud" in user.latest and user.latest["point_cloud"].width > 100, "a cloud", until)
+        user.wait(lambda: user.transforms(DEFAULT_FRAME_ID, "map"), f"map -> {DEFAULT_FRAME_ID} on TF", left())
+        user.wait(lambda: "point_cloud" in user.latest and user.latest["point_cloud"].width > 100, "a cloud", left())
         xyz_P3, rgb_P3 = point_cloud_from_msg(user.latest["point_cloud"])
         assert np.isfinite(xyz_P3).all() and rgb_P3.std() > 0  # coloured, not a flat fill
         assert player.wait(timeout=10) == 0, player.stdout.read()
         assert user.status["frames_received"] == user.status["frames_accepted"]
 
         # A view from the first keyframe's pose, rendered on request.
-        user.wait(lambda: "keyframe_path" in user.latest, "the keyframe path", until)
+        user.wait(lambda: "keyframe_path" in user.latest, "the keyframe path", left())
         request = PoseStamped(pose=user.latest["keyframe_path"].poses[0].pose)
         request.header.frame_id = "map"
         user.render_pose.publish(request)
-        user.wait(lambda: "rendered_image" in user.latest, "a rendered view", until)
+        user.wait(lambda: "rendered_image" in user.latest, "a rendered view", left())
         rendered = user.latest["rendered_image"]
         assert rendered.encoding == "rgb8" and rendered.width > 0 and max(rendered.data) > 0
 
         # Every keyframe posed and trusted (TF carries it), and right.
         user.wait(lambda: user.status.get("posed_keyframes") == user.status.get("keyframes")
                   and user.status.get("keyframe_queue") == "0" and user.status.get("tf_withheld") == "",
-                  "every keyframe posed by a trusted round", until)
-        client = user.node.create_client(Trigger, "/nvs_node/save")
-        future = client.call_async(Trigger.Request())
-        user.wait(future.done, "~/save", time.monotonic() + 60)
-        assert future.result().success, future.result().message
+                  "every keyframe posed by a trusted round", left())
+        saved_reply = user.call("save", timeout_s=60.0)
+        assert saved_reply.success, saved_reply.message
         metrics = score_against_bag(saved, bag)
         assert metrics["num_images"] >= 12 and metrics["registered"] == metrics["num_images"], metrics
         assert metrics["RRA@15"] >= 0.95, metrics
