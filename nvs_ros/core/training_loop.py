@@ -52,8 +52,9 @@ class Budget:
 
 
 def adam(params: list[dict] | list[Tensor], lr: float = 1e-3) -> torch.optim.Optimizer:
-    """The engine's optimiser: Adam, fused (one kernel over all parameters). The per-tensor loop
-    of plain Adam costs more than a field query on a CPU once the grid is 64^3 (bench/README.md)."""
+    """The engine's optimiser: Adam, fused (one kernel over all parameters). Plain Adam loops over
+    the tensors, which on a CPU costs several times as much a step for the fine grid and the
+    encoder (bench/README.md)."""
     return torch.optim.Adam(params, lr=lr, fused=True)
 
 
